@@ -1,0 +1,116 @@
+"""Training speed per scale: ms per iteration (3 critic + 3 generator steps).
+
+Runs the real ``ScaleTrainer`` at every scale of the paper preset on a
+186x248 image (the reference code's test geometry, so scales match the
+reference timings below), with a frozen coarser pyramid of the right
+widths, once as a plain ``tf.function`` and once XLA-compiled. Reports
+first-call (trace + compile) time, steady ms/iteration, achieved GFLOP/s
+from analytic conv FLOPs, and peak RSS; writes a JSON with machine info.
+
+    python -m bench.train_speed [--iters 5] [--scales 0,2,4] [--modes plain,xla]
+
+Not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import conv_flops_per_iteration, machine_info, write_result
+
+# Reference PyTorch SinGAN on 2 cores (2 threads), seconds per iteration.
+REFERENCE_S_PER_ITER = {(25, 34): 0.035, (42, 56): 0.067, (69, 91): 0.34, (113, 151): 1.05, (186, 248): 10.0}
+
+
+def time_scale(config, geometry, scale: int, xla: bool, iters: int) -> dict:
+    import tensorflow as tf
+
+    from singan_tf.models import build_critic, build_generator
+    from singan_tf.pyramid import build_pyramid
+    from singan_tf.training import ScaleTrainer
+
+    cfg = config.replace(jit_compile="on" if xla else "off")
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32)
+    reals = build_pyramid(image, geometry)
+    frozen = [build_generator(cfg.channels(m)) for m in range(scale)]
+    for g in frozen:
+        g.trainable = False
+    size = geometry.sizes[scale]
+    prev = tf.zeros((1, *size, 3))
+    trainer = ScaleTrainer(
+        cfg,
+        scale,
+        reals[scale],
+        build_generator(cfg.channels(scale)),
+        build_critic(cfg.channels(scale)),
+        frozen,
+        [0.1] * scale,
+        geometry.sizes[:scale],
+        0.1,
+        (prev, prev),
+    )
+    t0 = time.perf_counter()
+    trainer.run(0, 1)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trainer.run(1, 1 + iters)
+    per_iter = (time.perf_counter() - t0) / iters
+    flops = conv_flops_per_iteration(cfg, geometry.sizes, scale)
+    return {
+        "scale": scale,
+        "size": list(size),
+        "channels": cfg.channels(scale),
+        "mode": "xla" if xla else "plain",
+        "first_call_s": round(first, 3),
+        "ms_per_iter": round(per_iter * 1000, 2),
+        "gflop_per_iter": round(flops / 1e9, 3),
+        "achieved_gflops": round(flops / per_iter / 1e9, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale and mode")
+    parser.add_argument("--scales", default="all", help="comma-separated scale indices, or all")
+    parser.add_argument("--modes", default="plain,xla")
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--out", default="bench/results/train_speed.json")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from singan_tf.config import TrainConfig
+    from singan_tf.pyramid import pyramid_geometry
+
+    config = TrainConfig(precision=args.precision)
+    geometry = pyramid_geometry((186, 248), config.min_size, config.max_size, config.scale_factor)
+    scales = range(geometry.num_scales) if args.scales == "all" else [int(s) for s in args.scales.split(",")]
+    rows = []
+    for scale in scales:
+        for mode in args.modes.split(","):
+            row = time_scale(config, geometry, scale, mode == "xla", args.iters)
+            ref = REFERENCE_S_PER_ITER.get(tuple(row["size"]))
+            if ref:
+                row["reference_ms_per_iter"] = ref * 1000
+                row["speedup_vs_reference"] = round(ref * 1000 / row["ms_per_iter"], 2)
+            row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    result = {
+        "benchmark": "train_speed",
+        "precision": args.precision,
+        "machine": machine_info(),
+        "rows": rows,
+    }
+    write_result(Path(args.out), result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Training configuration: one frozen dataclass with the paper's defaults.
+
+Every run directory stores it as ``config.json``; the CLIs only parse their
+arguments into it (``TrainConfig.from_preset(...).replace(**overrides)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Literal
+
+from singan_tf.errors import ConfigError
+
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+JitMode = Literal["auto", "on", "off"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one SinGAN training run (Shaham et al., 2019).
+
+    The defaults are the paper's / reference code's numbers (DESIGN.md
+    sections 2-4); ``preset="quick"`` shrinks image size and iterations so
+    the bundled demo trains in minutes on two CPU cores.
+    """
+
+    # Pyramid (DESIGN section 2).
+    max_size: int = 250
+    min_size: int = 25
+    scale_factor: float = 0.75
+    # Networks (section 3): width doubles every 4 scales, capped.
+    base_channels: int = 32
+    max_channels: int = 128
+    num_layers: int = 5
+    kernel_size: int = 3
+    # Losses (section 4).
+    alpha: float = 10.0  # reconstruction weight
+    gp_weight: float = 0.1  # WGAN-GP lambda
+    noise_amp_factor: float = 0.1  # amp_n = factor * RMSE(x_n, up(rec_{n-1}))
+    # Optimisation (section 4).
+    iters: int = 2000  # iterations per scale
+    critic_steps: int = 3
+    generator_steps: int = 3
+    lr_g: float = 5e-4
+    lr_d: float = 5e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    lr_milestone: float = 0.8  # fraction of iters after which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    # Execution.
+    seed: int = 0
+    jit_compile: JitMode = "auto"
+    precision: Precision = "float32"
+    log_every: int = 25  # iterations between loss read-outs (host sync)
+    preset: str = "paper"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject values that cannot train, with the option's CLI name."""
+        checks = [
+            (self.iters >= 1, "--iters must be >= 1"),
+            (0.0 < self.scale_factor < 1.0, "--scale-factor must be in (0, 1)"),
+            (self.min_size >= 11, "--min-size must be >= 11 (the nets' receptive field)"),
+            (self.max_size >= self.min_size, "--max-size must be >= --min-size"),
+            (self.alpha >= 0.0, "--alpha must be >= 0"),
+            (self.gp_weight >= 0.0, "gp_weight must be >= 0"),
+            (self.critic_steps >= 1 and self.generator_steps >= 1, "step counts must be >= 1"),
+            (self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0"),
+            (0.0 < self.lr_milestone <= 1.0, "lr_milestone must be in (0, 1]"),
+            (self.num_layers >= 2, "num_layers must be >= 2"),
+            (self.kernel_size % 2 == 1, "kernel_size must be odd"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.jit_compile in ("auto", "on", "off"), "--jit must be auto, on or off"),
+            (
+                self.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
+                "--precision must be float32, mixed_bfloat16 or mixed_float16",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    # Derived quantities, each a paper formula pinned by tests.
+    def channels(self, scale: int) -> int:
+        """Width at scale n: ``min(32 * 2**floor(n / 4), 128)``."""
+        return min(self.base_channels * 2 ** (scale // 4), self.max_channels)
+
+    @property
+    def receptive_field(self) -> int:
+        """Receptive field of G and D: every valid conv adds ``k - 1``."""
+        return self.num_layers * (self.kernel_size - 1) + 1
+
+    @property
+    def pad(self) -> int:
+        """Zero padding per side of the generator input (5 for 5 3x3 convs)."""
+        return self.num_layers * (self.kernel_size - 1) // 2
+
+    @property
+    def lr_milestone_iter(self) -> int:
+        """Iteration at which the learning rates drop (80% of the iterations)."""
+        return max(1, math.ceil(self.lr_milestone * self.iters))
+
+    def learning_rate(self, base: float, iteration: int) -> float:
+        """Learning rate at a given iteration (0-based) of a scale."""
+        return base * (self.lr_gamma if iteration >= self.lr_milestone_iter else 1.0)
+
+    # Serialisation.
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], "preset": name, **overrides})
+
+
+# "quick" trains the bundled image in a few minutes on 2 CPU cores: a smaller
+# finest scale (so at most 64 channels) and fewer iterations per scale.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {"max_size": 96, "iters": 400},
+}

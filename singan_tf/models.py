@@ -1,0 +1,151 @@
+"""Per-scale networks (DESIGN.md section 3): ConvBlock, ScaleGenerator, PatchCritic.
+
+Both nets are five valid 3x3 convolutions (receptive field 11x11). The
+generator zero-pads its input by 5 pixels per side so its output has the
+input's size, and adds its result to the upsampled previous scale (it only
+adds detail). The critic is Markovian: it returns a map of patch scores.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+def conv_init() -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+
+
+@keras.saving.register_keras_serializable(package="singan_tf")
+class ConvBlock(layers.Layer):
+    """Conv2D 3x3 (valid) -> BatchNorm -> LeakyReLU(0.2).
+
+    BatchNorm uses PyTorch's default momentum 0.1 (Keras ``momentum=0.9``)
+    and eps 1e-5, with gamma ~ N(1, 0.02), as the reference code.
+
+    Args:
+        channels: output channels.
+        kernel_size: square kernel size (3).
+
+    Example:
+        >>> block = ConvBlock(32)
+        >>> block(keras.ops.zeros((1, 13, 13, 3))).shape
+        (1, 11, 11, 32)
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.conv = layers.Conv2D(
+            channels, kernel_size, padding="valid", kernel_initializer=conv_init(), dtype=self.dtype_policy
+        )
+        self.norm = layers.BatchNormalization(
+            momentum=0.9,
+            epsilon=1e-5,
+            gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
+            dtype=self.dtype_policy,
+        )
+        self.act = layers.LeakyReLU(negative_slope=0.2, dtype=self.dtype_policy)
+
+    def call(self, x, training=None):
+        return self.act(self.norm(self.conv(x), training=training))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size}
+
+
+class _FiveConvNet(keras.Model):
+    """Head ConvBlock, ``num_layers - 2`` body ConvBlocks, a plain conv tail."""
+
+    def __init__(self, channels: int, out_channels: int, num_layers: int = 5, kernel_size: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.num_layers = num_layers
+        self.kernel_size = kernel_size
+        self.blocks = [
+            ConvBlock(channels, kernel_size, dtype=self.dtype_policy, name=f"block{i}")
+            for i in range(num_layers - 1)
+        ]
+        self.tail = layers.Conv2D(
+            out_channels,
+            kernel_size,
+            padding="valid",
+            kernel_initializer=conv_init(),
+            dtype=self.dtype_policy,
+            name="tail",
+        )
+
+    @property
+    def pad(self) -> int:
+        return self.num_layers * (self.kernel_size - 1) // 2
+
+    def features(self, x, training=None):
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.tail(x)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "num_layers": self.num_layers,
+            "kernel_size": self.kernel_size,
+        }
+
+
+@keras.saving.register_keras_serializable(package="singan_tf")
+class ScaleGenerator(_FiveConvNet):
+    """G_n: ``out = tanh(net(pad(x))) + prev`` with ``x = amp * z + prev``.
+
+    Call with ``(x, prev)``, both [B, h, w, 3]; returns [B, h, w, 3] float32.
+
+    Example:
+        >>> g = ScaleGenerator(32)
+        >>> x = keras.ops.zeros((2, 25, 34, 3))
+        >>> g((x, x)).shape
+        (2, 25, 34, 3)
+    """
+
+    def __init__(self, channels: int, num_layers: int = 5, kernel_size: int = 3, **kwargs):
+        kwargs.pop("out_channels", None)
+        super().__init__(channels, 3, num_layers, kernel_size, **kwargs)
+
+    def call(self, inputs, training=None):
+        x, prev = inputs
+        p = self.pad
+        x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        detail = ops.tanh(self.features(x, training=training))
+        return ops.cast(detail, "float32") + ops.cast(prev, "float32")
+
+
+@keras.saving.register_keras_serializable(package="singan_tf")
+class PatchCritic(_FiveConvNet):
+    """D_n: a map of scores, one per 11x11 patch (no padding, no activation).
+
+    Example:
+        >>> d = PatchCritic(32)
+        >>> d(keras.ops.zeros((1, 25, 34, 3))).shape
+        (1, 15, 24, 1)
+    """
+
+    def __init__(self, channels: int, num_layers: int = 5, kernel_size: int = 3, **kwargs):
+        kwargs.pop("out_channels", None)
+        super().__init__(channels, 1, num_layers, kernel_size, **kwargs)
+
+    def call(self, x, training=None):
+        return ops.cast(self.features(x, training=training), "float32")
+
+
+def build_generator(channels: int, num_layers: int = 5, kernel_size: int = 3, dtype=None) -> ScaleGenerator:
+    """A generator with its weights created (so weights can be loaded/copied)."""
+    g = ScaleGenerator(channels, num_layers, kernel_size, dtype=dtype)
+    z = ops.zeros((1, 2 * g.pad + 1, 2 * g.pad + 1, 3))
+    g((z, z), training=False)
+    return g
+
+
+def build_critic(channels: int, num_layers: int = 5, kernel_size: int = 3, dtype=None) -> PatchCritic:
+    d = PatchCritic(channels, num_layers, kernel_size, dtype=dtype)
+    d(ops.zeros((1, 2 * d.pad + 1, 2 * d.pad + 1, 3)), training=False)
+    return d

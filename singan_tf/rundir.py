@@ -1,0 +1,194 @@
+"""The run directory: the one artefact training writes and everything reads.
+
+Layout::
+
+    RUN_DIR/
+      config.json            TrainConfig
+      pyramid.json           geometry, per-scale size/width/noise amp, finished scales
+      training_image.png     the working-size training image
+      rec_noise.npy          z*, the coarsest scale's fixed reconstruction noise
+      scales/NN/generator.weights.h5, critic.weights.h5
+      checkpoints/           mid-scale training state (resume)
+      logs/                  TensorBoard event files
+      samples/               images written by training and `sample`
+
+Every file is written atomically (temp file + rename), and ``pyramid.json``
+lists a scale only after its weights are on disk, so a reader never sees a
+half-written scale. Weights are Keras ``.weights.h5`` (no pickling);
+``rec_noise.npy`` is read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from singan_tf import __version__
+from singan_tf.config import TrainConfig
+from singan_tf.errors import InputError
+from singan_tf.images import atomic_write_bytes, save_image
+from singan_tf.models import build_generator
+from singan_tf.pyramid import PyramidGeometry
+from singan_tf.sampling import Pyramid
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_weights(model: keras.Model, path: Path) -> None:
+    """``model.save_weights`` to a temp name, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".weights.h5")
+    os.close(fd)
+    try:
+        model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Paths and reads/writes of one run directory (no TF state of its own)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # Paths.
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "pyramid.json"
+
+    @property
+    def image_path(self) -> Path:
+        return self.path / "training_image.png"
+
+    @property
+    def rec_noise_path(self) -> Path:
+        return self.path / "rec_noise.npy"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def scale_dir(self, scale: int) -> Path:
+        return self.path / "scales" / f"{scale:02d}"
+
+    def generator_path(self, scale: int) -> Path:
+        return self.scale_dir(scale) / "generator.weights.h5"
+
+    def critic_path(self, scale: int) -> Path:
+        return self.scale_dir(scale) / "critic.weights.h5"
+
+    # State.
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.exists():
+            raise InputError(f"{self.path}: not a singan-tf run directory (no pyramid.json)")
+        return json.loads(self.manifest_path.read_text())
+
+    def finished_scales(self) -> int:
+        return len(self.read_manifest()["scales"]) if self.exists() else 0
+
+    # Writes.
+    def initialise(self, config: TrainConfig, geometry: PyramidGeometry, image, rec_noise) -> None:
+        """Write everything known before training: config, geometry, z*, image."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_image(image, self.image_path)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(rec_noise, np.float32), allow_pickle=False)
+        atomic_write_bytes(self.rec_noise_path, buf.getvalue())
+        atomic_write_json(self.config_path, config.to_dict())
+        # The manifest goes last: its presence marks a usable run directory.
+        atomic_write_json(
+            self.manifest_path,
+            {
+                "format": FORMAT_VERSION,
+                "singan_tf_version": __version__,
+                "geometry": geometry.to_dict(),
+                "scales": [],
+            },
+        )
+
+    def write_scale(self, scale: int, generator, critic, noise_amp: float, stats: dict) -> None:
+        """Save a finished scale; it counts as done once listed in pyramid.json."""
+        manifest = self.read_manifest()
+        if len(manifest["scales"]) != scale:
+            raise RuntimeError(f"scale {scale} written out of order ({len(manifest['scales'])} done)")
+        atomic_save_weights(generator, self.generator_path(scale))
+        atomic_save_weights(critic, self.critic_path(scale))
+        manifest["scales"].append(
+            {
+                "scale": scale,
+                "size": list(manifest["geometry"]["sizes"][scale]),
+                "channels": int(generator.channels),
+                "noise_amp": float(noise_amp),
+                **stats,
+            }
+        )
+        atomic_write_json(self.manifest_path, manifest)
+
+
+def load_generators(run: RunDir, config: TrainConfig, scales: int) -> list:
+    gens = []
+    for n in range(scales):
+        g = build_generator(config.channels(n), config.num_layers, config.kernel_size)
+        g.load_weights(run.generator_path(n))
+        g.trainable = False
+        gens.append(g)
+    return gens
+
+
+def load_pyramid(path: str | os.PathLike, allow_partial: bool = False) -> Pyramid:
+    """Read a trained pyramid back from its run directory.
+
+    Args:
+        path: the run directory.
+        allow_partial: accept a run whose training has not finished every
+            scale (the pyramid then stops at the last finished scale).
+    """
+    run = RunDir(path)
+    manifest = run.read_manifest()
+    config = run.read_config()
+    geometry = PyramidGeometry.from_dict(manifest["geometry"])
+    done = len(manifest["scales"])
+    if done == 0 or (done < geometry.num_scales and not allow_partial):
+        raise InputError(
+            f"{run.path}: training finished {done} of {geometry.num_scales} scales; "
+            "resume it with `python -m singan_tf.train --resume`"
+        )
+    rec_noise = np.load(run.rec_noise_path, allow_pickle=False)
+    return Pyramid(
+        config=config,
+        geometry=geometry,
+        generators=load_generators(run, config, done),
+        noise_amps=[float(s["noise_amp"]) for s in manifest["scales"]],
+        rec_noise=rec_noise,
+    )

@@ -1,0 +1,179 @@
+"""Sampling from a trained pyramid (DESIGN.md section 5).
+
+One function, ``run_pyramid``, is the forward pass of a pyramid: training's
+random path, reconstruction, sampling, injection (applications) and the
+exported graphs all call it, so they share the same upsampling op and the
+same arithmetic.
+
+Noise for ``Pyramid.sample`` is drawn with numpy's PCG64 from the seed, in
+scale order, so a numpy-only client (the ONNX runner) reproduces a TF
+sample bit for bit from the same seed (see ``Pyramid.noise``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from singan_tf.config import TrainConfig
+from singan_tf.errors import ConfigError
+from singan_tf.models import ScaleGenerator
+from singan_tf.pyramid import PyramidGeometry, Size, downscale, noise_sizes, upsample
+
+
+def run_pyramid(
+    generators: Sequence[ScaleGenerator],
+    noise_amps: Sequence[float],
+    noises: Sequence[tf.Tensor | None],
+    first_scale: int = 0,
+    prev: tf.Tensor | None = None,
+    training: bool = False,
+) -> tf.Tensor:
+    """``out_n = G_n(amp_n * z_n + up(out_{n-1}), up(out_{n-1}))`` for n >= first_scale.
+
+    Args:
+        generators: G_0..G_k (coarsest first).
+        noise_amps: amp_0..amp_k.
+        noises: z_0..z_k, each [B, h_n, w_n, C] (C = 1 broadcasts, as at the
+            coarsest scale). Entries below ``first_scale`` are ignored. Each
+            scale's output size is its noise map's size.
+        first_scale: first scale to run.
+        prev: output of scale ``first_scale - 1`` (any size; it is upsampled
+            to z_first's size). None means zeros (the coarsest scale's input).
+        training: BatchNorm mode; frozen generators always run with False.
+
+    Returns:
+        The last scale's output, [B, h_k, w_k, 3] float32, not clipped.
+    """
+    out = prev
+    for n in range(first_scale, len(generators)):
+        z = tf.convert_to_tensor(noises[n], tf.float32)
+        if out is None:
+            shape = tf.shape(z)
+            up = tf.zeros(tf.stack([shape[0], shape[1], shape[2], 3]), tf.float32)
+        else:
+            up = upsample(out, tf.shape(z)[1:3])
+        out = generators[n]((noise_amps[n] * z + up, up), training=training)
+    return out
+
+
+@dataclasses.dataclass
+class Pyramid:
+    """A trained, frozen pyramid: generators plus per-scale metadata.
+
+    Load one with ``singan_tf.rundir.load_pyramid(run_dir)``.
+    """
+
+    config: TrainConfig
+    geometry: PyramidGeometry
+    generators: list[ScaleGenerator]
+    noise_amps: list[float]
+    rec_noise: np.ndarray  # z*, [1, h_0, w_0, 1], the coarsest scale's fixed noise
+
+    def __post_init__(self) -> None:
+        self._traced: dict[tuple[int, bool], tf.types.experimental.PolymorphicFunction] = {}
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.generators)
+
+    @property
+    def sizes(self) -> tuple[Size, ...]:
+        return self.geometry.sizes[: self.num_scales]
+
+    def _forward(self, first_scale: int, with_prev: bool):
+        """The pyramid as a tf.function of dynamic-shape noise maps, traced once
+        per (first_scale, with_prev)."""
+        key = (first_scale, with_prev)
+        if key not in self._traced:
+            specs = [tf.TensorSpec([None, None, None, None], tf.float32)] * (self.num_scales - first_scale)
+            prev_spec = [tf.TensorSpec([None, None, None, 3], tf.float32)] if with_prev else []
+
+            def forward(noises, *prev):
+                full = [None] * first_scale + list(noises)
+                return run_pyramid(self.generators, self.noise_amps, full, first_scale, *prev)
+
+            self._traced[key] = tf.function(forward, input_signature=[specs, *prev_spec], autograph=False)
+        return self._traced[key]
+
+    def generate(
+        self, noises: Sequence[np.ndarray | tf.Tensor | None], first_scale: int = 0, prev=None
+    ) -> tf.Tensor:
+        """Run the pyramid on given noise maps (one per scale); see ``run_pyramid``."""
+        fn = self._forward(first_scale, prev is not None)
+        zs = [tf.convert_to_tensor(z, tf.float32) for z in noises[first_scale:]]
+        return fn(zs) if prev is None else fn(zs, tf.convert_to_tensor(prev, tf.float32))
+
+    def rec_noises(self, sizes: Sequence[Size], batch: int = 1) -> list[np.ndarray]:
+        """The reconstruction path's noise: z* at scale 0 (resized if the size
+        differs), zeros above (G_n then maps up(rec_{n-1}) to rec_n)."""
+        h0, w0 = sizes[0]
+        z0 = self.rec_noise
+        if (h0, w0) != tuple(z0.shape[1:3]):
+            z0 = upsample(z0, (h0, w0)).numpy()
+        out = [np.repeat(z0, batch, axis=0).astype(np.float32)]
+        out += [np.zeros((batch, h, w, 3), np.float32) for h, w in sizes[1:]]
+        return out
+
+    def noise(
+        self, seed: int, batch: int, scale_h: float = 1.0, scale_v: float = 1.0, start_scale: int = 0
+    ) -> list[np.ndarray]:
+        """Noise maps for ``batch`` samples: the recipe numpy-only clients copy.
+
+        ``rng = numpy.random.default_rng(seed)``; for every scale n in order,
+        ``rng.standard_normal((batch, h_n, w_n, C), dtype=float32)`` with C = 1
+        at scale 0 and 3 above, drawn for all scales even below
+        ``start_scale``; scales below ``start_scale`` then use the
+        reconstruction noise instead.
+        """
+        if not 0 <= start_scale < self.num_scales:
+            raise ConfigError(f"start scale must be in 0..{self.num_scales - 1}, got {start_scale}")
+        sizes = noise_sizes(self.sizes, scale_h, scale_v)
+        rng = np.random.default_rng(seed)
+        noises = [
+            rng.standard_normal((batch, h, w, 1 if n == 0 else 3), dtype=np.float32)
+            for n, (h, w) in enumerate(sizes)
+        ]
+        if start_scale > 0:
+            noises[:start_scale] = self.rec_noises(sizes, batch)[:start_scale]
+        return noises
+
+    def sample(
+        self,
+        num: int = 1,
+        seed: int = 0,
+        scale_h: float = 1.0,
+        scale_v: float = 1.0,
+        start_scale: int = 0,
+        batch_size: int = 8,
+    ) -> np.ndarray:
+        """Draw ``num`` samples, [num, H, W, 3] float32 in (about) [-1, 1].
+
+        Samples are drawn in batches of ``batch_size``; batch i uses seed
+        ``seed + i``. Scales below ``start_scale`` follow the reconstruction
+        path, so the image's global layout is kept.
+        """
+        out = []
+        for i, first in enumerate(range(0, num, batch_size)):
+            b = min(batch_size, num - first)
+            out.append(self.generate(self.noise(seed + i, b, scale_h, scale_v, start_scale)).numpy())
+        return np.concatenate(out, axis=0)
+
+    def reconstruct(self) -> np.ndarray:
+        """The reconstruction of the training image at the finest scale, [1, H, W, 3]."""
+        return self.generate(self.rec_noises(self.sizes)).numpy()
+
+    def inject(self, image: np.ndarray, scale: int, seed: int = 0, noise_scale: float = 1.0) -> np.ndarray:
+        """Feed ``image`` (downscaled to scale-1's size) as out_{scale-1} and
+        run scales ``scale``..N (paint-to-image, harmonization, editing)."""
+        if not 1 <= scale < self.num_scales:
+            raise ConfigError(f"injection scale must be in 1..{self.num_scales - 1}, got {scale}")
+        img = np.asarray(image, np.float32)
+        img = img[None] if img.ndim == 3 else img
+        prev = downscale(img, self.sizes[scale - 1])
+        noises = self.noise(seed, img.shape[0])
+        noises = [z * noise_scale for z in noises]
+        return self.generate(noises, first_scale=scale, prev=prev).numpy()

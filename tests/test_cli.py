@@ -1,0 +1,83 @@
+"""CLI behaviour on bad input: one clear line, non-zero exit, no traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from singan_tf.cli import command_main, main
+
+
+def run_cli(*args, timeout=120):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("singan-tf: error:")]
+
+
+def test_missing_image_subprocess(tmp_path):
+    r = run_cli("singan_tf.train", str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert error_lines(r.stderr) == [f"singan-tf: error: {tmp_path / 'nope.jpg'}: no such file"]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--iters", "-3"], "--iters must be >= 1"),
+        (["--scale-factor", "1.5"], "--scale-factor must be in (0, 1)"),
+        (["--min-size", "300"], "--max-size must be >= --min-size"),
+    ],
+)
+def test_invalid_options(tmp_path, capsys, args, message):
+    code = command_main("train", [*args, "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tiny_image_says_the_minimum(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (30, 20)).save(tmp_path / "tiny.png")
+    code = command_main("train", [str(tmp_path / "tiny.png"), "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "must be larger than min_size=25" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_not_an_image(tmp_path, capsys):
+    (tmp_path / "x.jpg").write_bytes(b"\x00" * 100)
+    assert command_main("train", [str(tmp_path / "x.jpg"), "--out", str(tmp_path / "run")]) == 2
+    assert "not an image" in capsys.readouterr().err
+
+
+def test_sample_needs_a_run_directory(tmp_path, capsys):
+    assert command_main("sample", [str(tmp_path)]) == 2
+    assert "not a singan-tf run directory" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_a_run(trained_run, capsys):
+    assert command_main("train", ["--out", trained_run]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_sample_rejects_bad_values(trained_run, capsys):
+    assert command_main("sample", [trained_run, "--scale-h", "0"]) == 2
+    assert command_main("sample", [trained_run, "--start-scale", "9"]) == 2
+    assert "start scale must be in 0..2" in capsys.readouterr().err
+
+
+def test_console_entry_point_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "sample" in out

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from singan_tf.config import PRESETS, TrainConfig
+from singan_tf.errors import ConfigError
+
+
+def test_defaults_are_the_papers():
+    c = TrainConfig()
+    assert (c.max_size, c.min_size, c.scale_factor) == (250, 25, 0.75)
+    assert (c.alpha, c.gp_weight, c.noise_amp_factor) == (10.0, 0.1, 0.1)
+    assert (c.iters, c.critic_steps, c.generator_steps) == (2000, 3, 3)
+    assert (c.lr_g, c.lr_d, c.beta_1, c.beta_2) == (5e-4, 5e-4, 0.5, 0.999)
+    assert (c.num_layers, c.kernel_size) == (5, 3)
+    assert c.precision == "float32"
+
+
+@pytest.mark.parametrize(
+    ("scale", "channels"),
+    [(0, 32), (3, 32), (4, 64), (7, 64), (8, 128), (11, 128), (12, 128), (20, 128)],
+)
+def test_width_doubles_every_four_scales_capped_at_128(scale, channels):
+    assert TrainConfig().channels(scale) == channels
+
+
+def test_receptive_field_and_padding():
+    c = TrainConfig()
+    assert c.receptive_field == 11
+    assert c.pad == 5
+
+
+def test_lr_milestone_is_80_percent_of_iterations():
+    c = TrainConfig()
+    assert c.lr_milestone_iter == 1600  # the reference's fixed milestone at 2000 iterations
+    assert c.learning_rate(5e-4, 1599) == pytest.approx(5e-4)
+    assert c.learning_rate(5e-4, 1600) == pytest.approx(5e-5)
+    q = TrainConfig(iters=400)
+    assert q.lr_milestone_iter == 320
+
+
+def test_json_round_trip():
+    c = TrainConfig.from_preset("quick", seed=7)
+    again = TrainConfig.from_dict(json.loads(c.to_json()))
+    assert again == c
+    assert again.preset == "quick" and again.seed == 7
+
+
+def test_presets():
+    assert TrainConfig.from_preset("paper") == TrainConfig()
+    quick = TrainConfig.from_preset("quick")
+    assert quick.max_size == PRESETS["quick"]["max_size"] < 250
+    assert quick.iters < 2000
+    with pytest.raises(ConfigError, match="unknown preset"):
+        TrainConfig.from_preset("nope")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"iters": 0}, "--iters"),
+        ({"iters": -5}, "--iters"),
+        ({"scale_factor": 1.0}, "--scale-factor"),
+        ({"scale_factor": 0.0}, "--scale-factor"),
+        ({"min_size": 300}, "--max-size must be >= --min-size"),
+        ({"min_size": 5}, "--min-size"),
+        ({"alpha": -1.0}, "--alpha"),
+        ({"precision": "float64"}, "--precision"),
+    ],
+)
+def test_invalid_values_rejected_up_front(change, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**change)
+
+
+def test_unknown_keys_rejected():
+    with pytest.raises(ConfigError, match="unknown config keys: bogus"):
+        TrainConfig.from_dict({"bogus": 1})

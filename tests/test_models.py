@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from singan_tf.config import TrainConfig
+from singan_tf.models import ConvBlock, PatchCritic, ScaleGenerator, build_critic, build_generator
+from singan_tf.training import init_scale_nets
+
+
+@pytest.mark.parametrize("size", [(25, 34), (33, 43), (17, 60)])
+def test_generator_keeps_size_critic_removes_ten_pixels(size):
+    g, d = build_generator(32), build_critic(32)
+    x = tf.random.normal((2, *size, 3))
+    assert g((x, x)).shape == (2, *size, 3)
+    assert d(x).shape == (2, size[0] - 10, size[1] - 10, 1)
+
+
+def _receptive_field(fn, size=31):
+    x = tf.random.normal((1, size, size, 3))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+        c = y.shape[1] // 2
+        center = y[0, c, c, 0]
+    grad = tape.gradient(center, x)[0]
+    rows = np.nonzero(np.abs(grad.numpy()).sum(axis=(1, 2)))[0]
+    cols = np.nonzero(np.abs(grad.numpy()).sum(axis=(0, 2)))[0]
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
+def test_receptive_field_is_11x11():
+    d = build_critic(32)
+    assert _receptive_field(lambda x: d(x, training=False)) == (11, 11)
+    g = build_generator(32)
+    # The generator's residual adds `prev` (a 1x1 path), the nets see 11x11.
+    assert _receptive_field(lambda x: g((x, tf.zeros_like(x)), training=False)) == (11, 11)
+
+
+def test_generator_only_adds_detail_to_prev():
+    g = build_generator(32)
+    tail = g.tail
+    tail.kernel.assign(tf.zeros_like(tail.kernel))
+    tail.bias.assign(tf.zeros_like(tail.bias))
+    prev = tf.random.normal((1, 20, 30, 3))
+    out = g((tf.random.normal((1, 20, 30, 3)), prev), training=False)
+    np.testing.assert_allclose(out.numpy(), prev.numpy(), atol=1e-6)  # tanh(0) + prev
+
+
+def test_coarsest_noise_single_channel_broadcasts():
+    g = build_generator(32)
+    z = tf.random.normal((1, 25, 34, 1))
+    prev = tf.zeros((1, 25, 34, 3))
+    assert g((z + prev, prev)).shape == (1, 25, 34, 3)
+
+
+def test_conv_block_batchnorm_settings():
+    block = ConvBlock(32)
+    block(tf.zeros((1, 5, 5, 3)))
+    assert block.norm.momentum == pytest.approx(0.9)  # PyTorch momentum 0.1
+    assert block.norm.epsilon == pytest.approx(1e-5)
+    assert block.conv.padding == "valid" and block.conv.kernel_size == (3, 3)
+    assert block.act.negative_slope == pytest.approx(0.2)
+
+
+def test_initialisation_statistics():
+    g = build_generator(128)
+    kernels = np.concatenate([b.conv.kernel.numpy().ravel() for b in g.blocks[1:]])
+    assert kernels.mean() == pytest.approx(0.0, abs=2e-4)
+    assert kernels.std() == pytest.approx(0.02, rel=0.03)
+    gammas = np.concatenate([b.norm.gamma.numpy() for b in g.blocks])
+    assert gammas.mean() == pytest.approx(1.0, abs=0.01)
+    assert gammas.std() == pytest.approx(0.02, rel=0.25)
+    assert all(np.all(b.norm.beta.numpy() == 0) for b in g.blocks)
+
+
+def test_five_layers_and_width():
+    g = ScaleGenerator(64)
+    d = PatchCritic(64)
+    assert len(g.blocks) == 4 and len(d.blocks) == 4  # head + 3 body, then the tail
+    build_generator(64)
+    assert g.get_config()["channels"] == 64
+
+
+def test_warm_start_copies_previous_scale_when_width_matches():
+    config = TrainConfig()
+    g0, d0 = init_scale_nets(config, 0, [], [])
+    g1, d1 = init_scale_nets(config, 1, [g0], [d0])  # 32 -> 32: copied
+    for a, b in zip(g0.get_weights(), g1.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(d0.get_weights(), d1.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    g3, d3 = init_scale_nets(config, 3, [g0, g1, g1], [d0, d1, d1])
+    g4, _ = init_scale_nets(config, 4, [g0, g1, g1, g3], [d0, d1, d1, d3])  # 32 -> 64: fresh
+    assert g4.channels == 64
+
+
+def test_weights_round_trip(tmp_path):
+    g = build_generator(32)
+    path = tmp_path / "g.weights.h5"
+    g.save_weights(path)
+    h = build_generator(32)
+    h.load_weights(path)
+    x = tf.random.normal((1, 20, 20, 3))
+    np.testing.assert_array_equal(g((x, x), training=False).numpy(), h((x, x), training=False).numpy())

@@ -1,0 +1,182 @@
+"""End to end on the bundled image, plus the schedule and the training step."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from singan_tf.config import TrainConfig
+from singan_tf.images import load_image
+from singan_tf.models import build_critic, build_generator
+from singan_tf.pyramid import build_pyramid, pyramid_geometry
+from singan_tf.rundir import RunDir, load_pyramid
+from singan_tf.training import ScaleTrainer, lr_schedule, use_xla
+
+
+@pytest.mark.parametrize("iters", [2000, 400, 10])
+def test_lr_schedule_drops_at_80_percent(iters):
+    config = TrainConfig(iters=iters)
+    for steps in (3, 1):
+        schedule = lr_schedule(config, 5e-4, steps)
+        for it in range(iters):
+            # every optimizer step of iteration `it` sees the iteration's rate
+            for k in range(steps):
+                want = config.learning_rate(5e-4, it)
+                assert float(schedule(it * steps + k)) == pytest.approx(want), (it, k)
+
+
+def test_xla_choice():
+    assert use_xla(TrainConfig(), (25, 34))
+    assert not use_xla(TrainConfig(), (186, 248))
+    assert use_xla(TrainConfig(jit_compile="on"), (186, 248))
+    assert not use_xla(TrainConfig(jit_compile="off"), (25, 34))
+
+
+def _trainer(rocket, scale, **cfg):
+    config = TrainConfig(max_size=48, iters=20, **cfg)
+    geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
+    reals = build_pyramid(rocket, geometry)
+    frozen = [build_generator(32) for _ in range(scale)]
+    size = geometry.sizes[scale]
+    prev = tf.zeros((1, *size, 3))
+    return ScaleTrainer(
+        config,
+        scale,
+        reals[scale],
+        build_generator(32),
+        build_critic(32),
+        frozen,
+        [1.0] + [0.05] * (scale - 1),
+        geometry.sizes[:scale],
+        0.05,
+        (prev, prev),
+    )
+
+
+def test_iteration_updates_both_nets_and_is_reproducible(rocket):
+    t = _trainer(rocket, 1, jit_compile="off")
+    g0 = [w.copy() for w in t.generator.get_weights()]
+    d0 = [w.copy() for w in t.critic.get_weights()]
+    metrics = t.run(0, 2)
+    assert set(metrics) >= {"d_loss", "g_loss", "gp", "rec_rmse", "d_real", "d_fake"}
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert int(t.d_opt.iterations) == 2 * 3 and int(t.g_opt.iterations) == 2 * 3
+    assert any(not np.array_equal(a, b) for a, b in zip(g0, t.generator.get_weights(), strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(d0, t.critic.get_weights(), strict=True))
+    # The random path is a function of the iteration's seed: same seed, same prev.
+    a = t.random_prev(t.iteration_seed(5)).numpy()
+    b = t.random_prev(t.iteration_seed(5)).numpy()
+    c = t.random_prev(t.iteration_seed(6)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_xla_and_plain_compute_the_same_step(rocket):
+    # With one critic step, d_real depends only on the weights and the image
+    # (the noise stream itself differs: XLA's Philox orders its output differently).
+    plain = _trainer(rocket, 0, jit_compile="off", seed=1, critic_steps=1, generator_steps=1)
+    xla = _trainer(rocket, 0, jit_compile="on", seed=1, critic_steps=1, generator_steps=1)
+    xla.generator.set_weights(plain.generator.get_weights())
+    xla.critic.set_weights(plain.critic.get_weights())
+    m1, m2 = plain.run(0, 1), xla.run(0, 1)
+    assert m1["d_real"] == pytest.approx(m2["d_real"], rel=1e-4, abs=1e-6)
+    assert all(np.isfinite(v) for v in m2.values())
+
+
+# -- end to end on the trained fixture (see conftest.TINY_ARGS) ----------------
+def test_run_directory_is_complete(trained_run):
+    run = RunDir(trained_run)
+    manifest = json.loads(run.manifest_path.read_text())
+    config = run.read_config()
+    sizes = [tuple(s) for s in manifest["geometry"]["sizes"]]
+    assert sizes == [(25, 38), (33, 49), (43, 64)]
+    assert len(manifest["scales"]) == 3
+    assert manifest["scales"][0]["noise_amp"] == 1.0
+    assert all(0 < s["noise_amp"] < 0.2 for s in manifest["scales"][1:])
+    for n in range(3):
+        assert run.generator_path(n).is_file() and run.critic_path(n).is_file()
+        assert (run.samples / f"scale_{n:02d}.png").is_file()
+    assert np.load(run.rec_noise_path).shape == (1, 25, 38, 1)
+    assert config.iters == 150 and config.seed == 3
+    assert len(list((run.samples).glob("sample_*.png"))) == 4
+    events = list(run.logs.glob("events.out.tfevents.*"))
+    assert events
+    tags = set()
+    for e in tf.compat.v1.train.summary_iterator(str(events[0])):
+        tags |= {v.tag for v in e.summary.value}
+    assert {"scale_00/d_loss", "scale_02/rec_rmse", "pyramid/noise_amp", "samples"} <= tags
+
+
+def test_reconstruction_matches_the_image(pyramid, trained_run):
+    real = load_image(RunDir(trained_run).image_path)
+    rec = pyramid.reconstruct()[0]
+    rmse = float(np.sqrt(np.mean((rec - real) ** 2)))
+    assert rmse < 0.1, rmse  # image std is ~0.5 on the [-1, 1] scale
+
+
+def test_samples_differ_from_each_other_and_from_the_image(pyramid, trained_run):
+    real = load_image(RunDir(trained_run).image_path)
+    samples = pyramid.sample(6, seed=11)
+    assert samples.shape == (6, 43, 64, 3)
+    diversity = samples.std(axis=0).mean() / real.std()
+    assert diversity > 0.05, diversity
+    for s in samples:
+        assert np.sqrt(np.mean((s - real) ** 2)) > 0.05
+    # ...yet they look like the image: colour statistics stay close.
+    assert abs(samples.mean() - real.mean()) < 0.15
+
+
+def test_two_times_wider_sample_has_no_border_seams(pyramid):
+    wide = pyramid.sample(4, seed=5, scale_h=2.0)
+    assert wide.shape == (4, 43, 128, 3)
+
+    def edge_energy(x):
+        return np.abs(np.diff(x, axis=2)).mean(axis=(0, 1, 3))
+
+    e = edge_energy(wide)
+    border = np.concatenate([e[:5], e[-5:]]).mean()
+    centre = e[20:-20].mean()
+    assert 0.33 < border / centre < 3.0, (border, centre)
+    # no constant/saturated band at the borders
+    assert wide[:, :, :5].std() > 0.3 * wide[:, :, 20:-20].std()
+
+
+def test_start_scale_keeps_the_layout(pyramid, trained_run):
+    real = load_image(RunDir(trained_run).image_path)
+
+    def dist(start):
+        s = pyramid.sample(8, seed=2, start_scale=start)
+        return float(np.mean((s - real[None]) ** 2))
+
+    assert dist(pyramid.num_scales - 1) < dist(1) < dist(0)
+
+
+def test_reload_reproduces_samples(pyramid, trained_run):
+    again = load_pyramid(trained_run)
+    np.testing.assert_array_equal(pyramid.sample(2, seed=9), again.sample(2, seed=9))
+    assert not np.array_equal(pyramid.sample(2, seed=9), pyramid.sample(2, seed=10))
+
+
+def test_injection_runs_the_finer_scales(pyramid, trained_run):
+    real = load_image(RunDir(trained_run).image_path)
+    out = pyramid.inject(real, scale=1, seed=0)
+    assert out.shape == (1, 43, 64, 3)
+    assert np.sqrt(np.mean((out[0] - real) ** 2)) < 0.2
+
+
+def test_sample_cli_writes_pngs(trained_run, tmp_path):
+    from PIL import Image
+
+    from singan_tf.cli import command_main
+
+    out = tmp_path / "s"
+    code = command_main(
+        "sample", [trained_run, "--num", "3", "--scale-h", "1.5", "--seed", "4", "--out", str(out)]
+    )
+    assert code == 0
+    files = sorted(Path(out).glob("sample_*.png"))
+    assert len(files) == 3
+    assert Image.open(files[0]).size == (96, 43)
+    assert (out / "contact_sheet.png").is_file()
