@@ -29,7 +29,7 @@ from bench.common import conv_flops_per_iteration, machine_info, write_result
 REFERENCE_S_PER_ITER = {(25, 34): 0.035, (42, 56): 0.067, (69, 91): 0.34, (113, 151): 1.05, (186, 248): 10.0}
 
 
-def time_scale(config, geometry, scale: int, xla: bool, iters: int) -> dict:
+def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_seconds: float = 3.0) -> dict:
     import tensorflow as tf
 
     from singan_tf.models import build_critic, build_generator
@@ -60,9 +60,13 @@ def time_scale(config, geometry, scale: int, xla: bool, iters: int) -> dict:
     t0 = time.perf_counter()
     trainer.run(0, 1)
     first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    trainer.run(1, 1 + iters)
-    per_iter = (time.perf_counter() - t0) / iters
+    trainer.run(1, 3)  # warm-up (allocator, oneDNN primitive caches)
+    # At least `iters` iterations and at least `min_seconds` of them.
+    done, t0 = 0, time.perf_counter()
+    while done < iters or time.perf_counter() - t0 < min_seconds:
+        trainer.run(3 + done, 4 + done)
+        done += 1
+    per_iter = (time.perf_counter() - t0) / done
     flops = conv_flops_per_iteration(cfg, geometry.sizes, scale)
     return {
         "scale": scale,
@@ -70,6 +74,7 @@ def time_scale(config, geometry, scale: int, xla: bool, iters: int) -> dict:
         "channels": cfg.channels(scale),
         "mode": "xla" if xla else "plain",
         "first_call_s": round(first, 3),
+        "timed_iters": done,
         "ms_per_iter": round(per_iter * 1000, 2),
         "gflop_per_iter": round(flops / 1e9, 3),
         "achieved_gflops": round(flops / per_iter / 1e9, 1),
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale and mode")
     parser.add_argument("--scales", default="all", help="comma-separated scale indices, or all")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timed seconds per row")
     parser.add_argument("--modes", default="plain,xla")
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--out", default="bench/results/train_speed.json")
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for scale in scales:
         for mode in args.modes.split(","):
-            row = time_scale(config, geometry, scale, mode == "xla", args.iters)
+            row = time_scale(config, geometry, scale, mode == "xla", args.iters, args.min_seconds)
             ref = REFERENCE_S_PER_ITER.get(tuple(row["size"]))
             if ref:
                 row["reference_ms_per_iter"] = ref * 1000

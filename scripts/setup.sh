@@ -7,4 +7,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[${1:-}]"
+if [ -n "${1:-}" ]; then spec=".[$1]"; else spec="."; fi
+.venv/bin/python -m pip install --quiet -e "$spec"

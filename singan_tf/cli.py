@@ -62,10 +62,10 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 # -- train -----------------------------------------------------------------
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", nargs="?", help="training image (default: the bundled rocket.jpg)")
-    p.add_argument("--out", "-o", required=True, help="run directory to create")
+    p.add_argument("--out", "-o", required=True, help="run directory to create (or resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument(
         "--preset",
-        default="paper",
         choices=["paper", "quick"],
         help="paper: the paper's settings (default); quick: small and fast (minutes on a CPU)",
     )
@@ -81,28 +81,64 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         choices=["float32", "mixed_bfloat16", "mixed_float16"],
         help="compute precision (default float32)",
     )
+    p.add_argument("--deterministic", action="store_true", help="TF op determinism (reproducible on CPU)")
+    p.add_argument("--checkpoint-every", type=int, help="iterations between mid-scale checkpoints (100)")
     p.add_argument("--num-samples", type=int, default=8, help="samples written after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def explicit_overrides(args: argparse.Namespace) -> dict:
+    """Config fields the user set on the command line."""
+    pairs = [
+        ("max_size", "max_size"),
+        ("min_size", "min_size"),
+        ("scale_factor", "scale_factor"),
+        ("iters", "iters"),
+        ("alpha", "alpha"),
+        ("seed", "seed"),
+        ("jit_compile", "jit"),
+        ("precision", "precision"),
+        ("checkpoint_every", "checkpoint_every"),
+    ]
+    out = {name: getattr(args, attr) for name, attr in pairs if getattr(args, attr) is not None}
+    if args.deterministic:
+        out["deterministic"] = True
+    return out
 
 
 def config_from_args(args: argparse.Namespace):
     from singan_tf.config import TrainConfig
 
-    overrides = {
-        name: getattr(args, attr)
-        for name, attr in [
-            ("max_size", "max_size"),
-            ("min_size", "min_size"),
-            ("scale_factor", "scale_factor"),
-            ("iters", "iters"),
-            ("alpha", "alpha"),
-            ("seed", "seed"),
-            ("jit_compile", "jit"),
-            ("precision", "precision"),
-        ]
-        if getattr(args, attr) is not None
-    }
-    return TrainConfig.from_preset(args.preset, **overrides)
+    return TrainConfig.from_preset(args.preset or "paper", **explicit_overrides(args))
+
+
+OPTION_NAMES = {
+    "max_size": "--max-size",
+    "min_size": "--min-size",
+    "scale_factor": "--scale-factor",
+    "iters": "--iters",
+    "alpha": "--alpha",
+    "seed": "--seed",
+    "jit_compile": "--jit",
+    "precision": "--precision",
+    "deterministic": "--deterministic",
+    "checkpoint_every": "--checkpoint-every",
+    "preset": "--preset",
+}
+
+
+def resumed_config(args: argparse.Namespace, stored):
+    """The stored config; options given now must agree with it, except runtime ones."""
+    from singan_tf.config import PRESETS, RUNTIME_FIELDS
+
+    given = {**(PRESETS[args.preset] if args.preset else {}), **explicit_overrides(args)}
+    for name, value in given.items():
+        if name not in RUNTIME_FIELDS and getattr(stored, name) != value:
+            raise ConfigError(
+                f"{OPTION_NAMES.get(name, name)} {value} differs from the run's {getattr(stored, name)}; "
+                "a resumed run keeps its settings"
+            )
+    return stored.replace(**{k: v for k, v in given.items() if k in RUNTIME_FIELDS})
 
 
 @_guarded
@@ -110,40 +146,50 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validate options before loading TensorFlow
     from singan_tf.callbacks import ProgressBar, TensorBoardLogger
     from singan_tf.images import bundled_image, contact_sheet, load_image, save_image
-    from singan_tf.pyramid import geometry_for
+    from singan_tf.pyramid import PyramidGeometry, geometry_for
     from singan_tf.rundir import RunDir
-    from singan_tf.training import train_pyramid
+    from singan_tf.training import check_memory, train_pyramid
 
-    path = Path(args.image) if args.image else bundled_image()
-    image = load_image(path)
-    geometry = geometry_for(config, image.shape[:2])
     run = RunDir(args.out)
+    image = None
     if run.exists():
-        return _fail(f"{run.path} already holds a run; choose another --out")
-    if geometry.working_size != geometry.input_size:
-        h, w = geometry.working_size
+        manifest = run.read_manifest()
+        done, total = len(manifest["scales"]), len(manifest["geometry"]["sizes"])
+        if not args.resume:
+            raise InputError(
+                f"{run.path} already holds a run ({done} of {total} scales finished); "
+                "add --resume to continue it, or choose another --out"
+            )
+        if done == total:
+            raise InputError(f"{run.path} is complete ({total} scales); nothing to resume")
+        config = resumed_config(args, run.read_config())
+        geometry = PyramidGeometry.from_dict(manifest["geometry"])
+        if args.image:
+            image = load_image(args.image)
+        log.info("resuming %s: %d of %d scales finished", run.path, done, total)
+    else:
+        if args.resume:
+            raise InputError(f"{run.path}: no run to resume")
+        path = Path(args.image) if args.image else bundled_image()
+        image = load_image(path)
+        geometry = geometry_for(config, image.shape[:2])
+        if geometry.working_size != geometry.input_size:
+            (h, w), (h0, w0) = geometry.working_size, geometry.input_size
+            log.info("%s: %dx%d resized to %dx%d (max size %d)", path.name, w0, h0, w, h, config.max_size)
         log.info(
-            "%s: %dx%d resized to %dx%d (max size %d)",
+            "training %d scales on %s (%s preset, %d iterations per scale) into %s",
+            geometry.num_scales,
             path.name,
-            image.shape[1],
-            image.shape[0],
-            w,
-            h,
-            config.max_size,
+            config.preset,
+            config.iters,
+            run.path,
         )
-    log.info(
-        "training %d scales on %s (%s preset, %d iterations per scale) into %s",
-        geometry.num_scales,
-        path.name,
-        config.preset,
-        config.iters,
-        run.path,
-    )
+    check_memory(config, geometry)
     channels = [config.channels(n) for n in range(geometry.num_scales)]
     callbacks = [TensorBoardLogger(run.logs, run.samples, config.seed)]
     if not args.no_progress:
         callbacks.insert(0, ProgressBar(list(geometry.sizes), channels))
-    result = train_pyramid(config, image, run, callbacks, geometry)
+    result = train_pyramid(config, image, run, callbacks, resume=args.resume)
     samples = result.pyramid.sample(args.num_samples, seed=config.seed)
     for i, s in enumerate(samples):
         save_image(s, run.samples / f"sample_{i:03d}.png")

@@ -130,6 +130,13 @@ def downscale(image: tf.Tensor | np.ndarray, size: Size) -> tf.Tensor:
     return tf.image.resize(tf.convert_to_tensor(image, tf.float32), size, method="bicubic", antialias=True)
 
 
+def working_image(image: np.ndarray, geometry: PyramidGeometry) -> np.ndarray:
+    """The image resized so its longer side is at most max_size, [H1, W1, 3]."""
+    if tuple(image.shape[:2]) == geometry.working_size:
+        return np.asarray(image, np.float32)
+    return tf.clip_by_value(downscale(image, geometry.working_size), -1.0, 1.0).numpy()
+
+
 def build_pyramid(image: np.ndarray, geometry: PyramidGeometry) -> list[tf.Tensor]:
     """Training images, coarsest first, each [1, h, w, 3] float32 in [-1, 1].
 
@@ -137,7 +144,7 @@ def build_pyramid(image: np.ndarray, geometry: PyramidGeometry) -> list[tf.Tenso
     the reference code, but in float (the reference round-trips via uint8).
     Bicubic overshoot past [-1, 1] is clipped, as uint8 storage would.
     """
-    working = tf.clip_by_value(downscale(image, geometry.working_size), -1.0, 1.0)
+    working = working_image(image, geometry)
     return [tf.clip_by_value(downscale(working, size), -1.0, 1.0)[tf.newaxis] for size in geometry.sizes]
 
 

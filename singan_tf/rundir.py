@@ -5,10 +5,11 @@ Layout::
     RUN_DIR/
       config.json            TrainConfig
       pyramid.json           geometry, per-scale size/width/noise amp, finished scales
-      training_image.png     the working-size training image
+      training_image.png     the working-size training image (preview)
+      training_image.npy     the same in float32 [-1, 1] (what training and resume use)
       rec_noise.npy          z*, the coarsest scale's fixed reconstruction noise
       scales/NN/generator.weights.h5, critic.weights.h5
-      checkpoints/           mid-scale training state (resume)
+      checkpoints/scale_NN.npz  mid-scale state: weights, optimizer slots, iteration
       logs/                  TensorBoard event files
       samples/               images written by training and `sample`
 
@@ -34,7 +35,7 @@ from singan_tf import __version__
 from singan_tf.config import TrainConfig
 from singan_tf.errors import InputError
 from singan_tf.images import atomic_write_bytes, save_image
-from singan_tf.models import build_generator
+from singan_tf.models import build_critic, build_generator
 from singan_tf.pyramid import PyramidGeometry
 from singan_tf.sampling import Pyramid
 
@@ -78,6 +79,10 @@ class RunDir:
         return self.path / "training_image.png"
 
     @property
+    def image_array_path(self) -> Path:
+        return self.path / "training_image.npy"
+
+    @property
     def rec_noise_path(self) -> Path:
         return self.path / "rec_noise.npy"
 
@@ -95,6 +100,9 @@ class RunDir:
 
     def scale_dir(self, scale: int) -> Path:
         return self.path / "scales" / f"{scale:02d}"
+
+    def checkpoint_path(self, scale: int) -> Path:
+        return self.checkpoints / f"scale_{scale:02d}.npz"
 
     def generator_path(self, scale: int) -> Path:
         return self.scale_dir(scale) / "generator.weights.h5"
@@ -122,9 +130,8 @@ class RunDir:
         """Write everything known before training: config, geometry, z*, image."""
         self.path.mkdir(parents=True, exist_ok=True)
         save_image(image, self.image_path)
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(rec_noise, np.float32), allow_pickle=False)
-        atomic_write_bytes(self.rec_noise_path, buf.getvalue())
+        atomic_save_npy(self.image_array_path, image)
+        atomic_save_npy(self.rec_noise_path, rec_noise)
         atomic_write_json(self.config_path, config.to_dict())
         # The manifest goes last: its presence marks a usable run directory.
         atomic_write_json(
@@ -155,15 +162,52 @@ class RunDir:
         )
         atomic_write_json(self.manifest_path, manifest)
 
+    def read_image(self) -> np.ndarray:
+        return np.load(self.image_array_path, allow_pickle=False)
 
-def load_generators(run: RunDir, config: TrainConfig, scales: int) -> list:
-    gens = []
+    def read_rec_noise(self) -> np.ndarray:
+        return np.load(self.rec_noise_path, allow_pickle=False)
+
+    # Mid-scale checkpoints: one .npz of named arrays per unfinished scale.
+    def write_checkpoint(self, scale: int, iteration: int, state: dict[str, list[np.ndarray]]) -> None:
+        arrays = {"iteration": np.asarray(iteration, np.int64)}
+        for name, values in state.items():
+            arrays.update({f"{name}/{i:04d}": np.asarray(v) for i, v in enumerate(values)})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(self.checkpoint_path(scale), buf.getvalue())
+
+    def read_checkpoint(self, scale: int) -> tuple[int, dict[str, list[np.ndarray]]] | None:
+        path = self.checkpoint_path(scale)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            iteration = int(data["iteration"])
+            state: dict[str, list[np.ndarray]] = {}
+            for key in sorted(k for k in data.files if "/" in k):
+                state.setdefault(key.split("/")[0], []).append(data[key])
+        return iteration, state
+
+    def clear_checkpoint(self, scale: int) -> None:
+        self.checkpoint_path(scale).unlink(missing_ok=True)
+
+
+def atomic_save_npy(path: Path, array) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, np.float32), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_nets(run: RunDir, config: TrainConfig, scales: int, critics: bool = False) -> list:
+    """Finished generators (or critics) 0..scales-1, weights loaded, frozen."""
+    build, path = (build_critic, run.critic_path) if critics else (build_generator, run.generator_path)
+    nets = []
     for n in range(scales):
-        g = build_generator(config.channels(n), config.num_layers, config.kernel_size)
-        g.load_weights(run.generator_path(n))
-        g.trainable = False
-        gens.append(g)
-    return gens
+        net = build(config.channels(n), config.num_layers, config.kernel_size)
+        net.load_weights(path(n))
+        net.trainable = False
+        nets.append(net)
+    return nets
 
 
 def load_pyramid(path: str | os.PathLike, allow_partial: bool = False) -> Pyramid:
@@ -184,11 +228,11 @@ def load_pyramid(path: str | os.PathLike, allow_partial: bool = False) -> Pyrami
             f"{run.path}: training finished {done} of {geometry.num_scales} scales; "
             "resume it with `python -m singan_tf.train --resume`"
         )
-    rec_noise = np.load(run.rec_noise_path, allow_pickle=False)
+    rec_noise = run.read_rec_noise()
     return Pyramid(
         config=config,
         geometry=geometry,
-        generators=load_generators(run, config, done),
+        generators=load_nets(run, config, done),
         noise_amps=[float(s["noise_amp"]) for s in manifest["scales"]],
         rec_noise=rec_noise,
     )

@@ -72,6 +72,7 @@ class Pyramid:
     generators: list[ScaleGenerator]
     noise_amps: list[float]
     rec_noise: np.ndarray  # z*, [1, h_0, w_0, 1], the coarsest scale's fixed noise
+    traced: bool = True  # False: run eagerly (one-off previews during training)
 
     def __post_init__(self) -> None:
         self._traced: dict[tuple[int, bool], tf.types.experimental.PolymorphicFunction] = {}
@@ -103,9 +104,13 @@ class Pyramid:
         self, noises: Sequence[np.ndarray | tf.Tensor | None], first_scale: int = 0, prev=None
     ) -> tf.Tensor:
         """Run the pyramid on given noise maps (one per scale); see ``run_pyramid``."""
-        fn = self._forward(first_scale, prev is not None)
         zs = [tf.convert_to_tensor(z, tf.float32) for z in noises[first_scale:]]
-        return fn(zs) if prev is None else fn(zs, tf.convert_to_tensor(prev, tf.float32))
+        prev_args = [] if prev is None else [tf.convert_to_tensor(prev, tf.float32)]
+        if not self.traced:
+            return run_pyramid(
+                self.generators, self.noise_amps, [None] * first_scale + zs, first_scale, *prev_args
+            )
+        return self._forward(first_scale, prev is not None)(zs, *prev_args)
 
     def rec_noises(self, sizes: Sequence[Size], batch: int = 1) -> list[np.ndarray]:
         """The reconstruction path's noise: z* at scale 0 (resized if the size

@@ -31,6 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import keras
@@ -38,23 +39,27 @@ import numpy as np
 import tensorflow as tf
 
 from singan_tf.config import TrainConfig
-from singan_tf.errors import NonFiniteLossError
+from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
 from singan_tf.losses import gradient_penalty, noise_amplitude, reconstruction_loss
 from singan_tf.models import PatchCritic, ScaleGenerator, build_critic, build_generator
-from singan_tf.pyramid import PyramidGeometry, build_pyramid, geometry_for, upsample
-from singan_tf.rundir import RunDir
+from singan_tf.pyramid import PyramidGeometry, build_pyramid, geometry_for, upsample, working_image
+from singan_tf.rundir import RunDir, load_nets
 from singan_tf.sampling import Pyramid, run_pyramid
 
 log = logging.getLogger(__name__)
 
 METRICS = ("d_loss", "g_loss", "adv_loss", "rec_loss", "rec_rmse", "gp", "d_real", "d_fake")
 
-# XLA is faster for small maps (dispatch-bound), plain graphs for large
-# ones (oneDNN convs win); see bench/train_speed.py for the measurement.
-XLA_MAX_PIXELS = 96 * 96
+# XLA is faster for small maps (dispatch-bound) but costs ~6 s more to
+# compile per scale; plain graphs win once convs dominate (64+ channels).
+# bench/train_speed.py measures both; "auto" uses XLA where it pays off.
+XLA_MAX_PIXELS = 64 * 64
+XLA_MIN_ITERS = 1000
 
 
 class TrainingCallback(Protocol):
+    """Hooks that observe training (progress bars, TensorBoard)."""
+
     def on_scale_begin(self, scale: int, info: dict) -> None: ...
     def on_iterations(self, scale: int, iteration: int, metrics: dict[str, float] | None) -> None: ...
     def on_scale_end(self, scale: int, info: dict, pyramid: Pyramid) -> None: ...
@@ -62,8 +67,53 @@ class TrainingCallback(Protocol):
 
 def use_xla(config: TrainConfig, size: tuple[int, int]) -> bool:
     if config.jit_compile == "auto":
-        return size[0] * size[1] <= XLA_MAX_PIXELS
+        return size[0] * size[1] <= XLA_MAX_PIXELS and config.iters >= XLA_MIN_ITERS
     return config.jit_compile == "on"
+
+
+# Bytes per activation element held during one iteration at the finest scale,
+# relative to one forward pass's activations (GP double backward, Adam, BN
+# saves); calibrated with bench/train_speed.py's peak RSS.
+ACTIVATION_FACTOR = 12
+RUNTIME_BASE_BYTES = 900 * 2**20  # TensorFlow + Keras resident before training
+
+
+def estimate_memory(config: TrainConfig, geometry: PyramidGeometry) -> int:
+    """Rough peak resident memory of training, in bytes (dominated by the finest scale)."""
+    peak = 0
+    for n, (h, w) in enumerate(geometry.sizes):
+        ch = config.channels(n)
+        k = config.kernel_size - 1
+        per_pass = sum(
+            (h + k * (config.num_layers - i)) * (w + k * (config.num_layers - i))
+            for i in range(config.num_layers)
+        )
+        peak = max(peak, per_pass * ch * 4 * ACTIVATION_FACTOR)
+    return RUNTIME_BASE_BYTES + peak
+
+
+def available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(config: TrainConfig, geometry: PyramidGeometry) -> None:
+    """Say the estimate; refuse sizes that clearly cannot fit in memory."""
+    need, have = estimate_memory(config, geometry), available_memory()
+    gib = 2**30
+    log.info(
+        "estimated peak memory %.1f GiB%s", need / gib, f" ({have / gib:.1f} GiB available)" if have else ""
+    )
+    if have is not None and need > 1.5 * have:
+        raise ConfigError(
+            f"training at max size {config.max_size} needs about {need / gib:.1f} GiB, but only "
+            f"{have / gib:.1f} GiB is available; lower --max-size"
+        )
 
 
 def lr_schedule(config: TrainConfig, lr: float, steps_per_iter: int):
@@ -193,20 +243,43 @@ class ScaleTrainer:
     def iteration_seed(self, iteration: int) -> tf.Tensor:
         return tf.constant([self.config.seed * 1009 + self.scale, iteration], tf.int32)
 
-    def run(self, start: int, stop: int, on_metrics=None) -> dict[str, float]:
-        """Run iterations [start, stop); read metrics every ``log_every``."""
+    def state(self) -> dict[str, list[np.ndarray]]:
+        """Everything a resumed scale needs: weights (with BN statistics) and Adam slots."""
+        return {
+            "generator": self.generator.get_weights(),
+            "critic": self.critic.get_weights(),
+            "g_opt": [v.numpy() for v in self.g_opt.variables],
+            "d_opt": [v.numpy() for v in self.d_opt.variables],
+        }
+
+    def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
+        self.generator.set_weights(state["generator"])
+        self.critic.set_weights(state["critic"])
+        for opt, values in ((self.g_opt, state["g_opt"]), (self.d_opt, state["d_opt"])):
+            for var, value in zip(opt.variables, values, strict=True):
+                var.assign(value)
+
+    def run(self, start: int, stop: int, on_metrics=None, on_checkpoint=None) -> dict[str, float]:
+        """Run iterations [start, stop).
+
+        Losses are read back (a host sync) every ``log_every`` iterations and
+        before every checkpoint; a non-finite loss raises before the
+        checkpoint is written, so the last checkpoint is always a good one.
+        """
         last: dict[str, float] = {}
         for it in range(start, stop):
             out = self._iteration(self.iteration_seed(it))
             done = it + 1
-            if done % self.config.log_every == 0 or done == stop:
+            log_now = done % self.config.log_every == 0 or done == stop
+            checkpoint_now = on_checkpoint is not None and done % self.config.checkpoint_every == 0
+            if log_now or checkpoint_now:
                 last = {k: float(v) for k, v in out.items()}
                 if not all(math.isfinite(v) for v in last.values()):
                     raise NonFiniteLossError(self.scale, it, last)
-                if on_metrics:
-                    on_metrics(done, last)
-            elif on_metrics:
-                on_metrics(done, None)
+            if checkpoint_now and done < stop:
+                on_checkpoint(done)
+            if on_metrics:
+                on_metrics(done, last if log_now else None)
         return last
 
 
@@ -234,49 +307,93 @@ def init_scale_nets(config: TrainConfig, scale: int, gens: list, critics: list):
     return g, d
 
 
+def _check_resumable(run: RunDir, config: TrainConfig, image: np.ndarray | None) -> None:
+    stored = run.read_config()
+    changed = stored.differences(config)
+    if changed:
+        raise ConfigError(
+            f"{run.path} was trained with different settings ({', '.join(changed)}); "
+            "a resumed run keeps its settings"
+        )
+    if image is not None:
+        geometry = PyramidGeometry.from_dict(run.read_manifest()["geometry"])
+        same = tuple(image.shape[:2]) == geometry.input_size and np.allclose(
+            working_image(image, geometry), run.read_image(), atol=1e-3
+        )
+        if not same:
+            raise InputError(f"the image given is not the one {run.path} was trained on")
+
+
 def train_pyramid(
     config: TrainConfig,
-    image: np.ndarray,
+    image: np.ndarray | None,
     out: str | RunDir,
     callbacks: Sequence[TrainingCallback] = (),
-    geometry: PyramidGeometry | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train every scale of a SinGAN pyramid on ``image`` and write ``out``.
+    """Train every scale of a SinGAN pyramid on ``image`` into the run directory ``out``.
 
     Args:
         config: hyperparameters.
-        image: [H, W, 3] float32 in [-1, 1] (``singan_tf.images.load_image``).
-        out: the run directory to create.
+        image: [H, W, 3] float32 in [-1, 1] (``singan_tf.images.load_image``);
+            may be None when resuming (the run directory keeps the image).
+        out: the run directory.
         callbacks: progress / logging hooks.
-        geometry: precomputed pyramid geometry (else from config and image).
+        resume: continue the run in ``out``: finished scales are loaded, never
+            retrained or rewritten; an unfinished scale continues from its
+            last checkpoint.
 
     Returns:
         The run directory and the trained, frozen pyramid.
     """
     t0 = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
     run = out if isinstance(out, RunDir) else RunDir(out)
-    geometry = geometry or geometry_for(config, image.shape[:2])
-    reals = build_pyramid(image, geometry)
-    rec_noise = draw_rec_noise(config, geometry.sizes[0])
-    run.initialise(config, geometry, reals[-1][0].numpy(), rec_noise)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if run.exists():
+        if not resume:
+            raise InputError(f"{run.path} already holds a run; resume it or choose another directory")
+        _check_resumable(run, config, image)
+        geometry = PyramidGeometry.from_dict(run.read_manifest()["geometry"])
+        working, rec_noise = run.read_image(), run.read_rec_noise()
+        done = run.finished_scales()
+    else:
+        if image is None:
+            raise InputError(f"{run.path}: no run to resume and no image given")
+        geometry = geometry_for(config, image.shape[:2])
+        working = working_image(image, geometry)
+        rec_noise = draw_rec_noise(config, geometry.sizes[0])
+        run.initialise(config, geometry, working, rec_noise)
+        done = 0
+    reals = build_pyramid(working, geometry)
+    gens: list[ScaleGenerator] = load_nets(run, config, done)
+    critics: list[PatchCritic] = load_nets(run, config, done, critics=True)
+    amps = [float(s["noise_amp"]) for s in run.read_manifest()["scales"]]
 
-    gens: list[ScaleGenerator] = []
-    critics: list[PatchCritic | None] = []
-    amps: list[float] = []
     rec = None
     for n, real in enumerate(reals):
         size = geometry.sizes[n]
         # Reconstruction path: z* at the coarsest scale, zero noise above.
         if n == 0:
             rec_prev = tf.zeros((1, *size, 3))
-            amp = 1.0
-            rec_input = (amp * rec_noise + rec_prev, rec_prev)
+            rec_input = (rec_noise + rec_prev, rec_prev)
         else:
             rec_prev = upsample(rec, size)
-            amp = noise_amplitude(real, rec_prev, config.noise_amp_factor)
             rec_input = (rec_prev, rec_prev)
+        if n < done:  # finished earlier: only replay its reconstruction
+            rec = gens[n](rec_input, training=False)
+            continue
+        amp = 1.0 if n == 0 else noise_amplitude(real, rec_prev, config.noise_amp_factor)
+        # Seed per scale, so a resumed run initialises scale n as a fresh one would.
+        keras.utils.set_random_seed(config.seed * 1009 + n)
         g, d = init_scale_nets(config, n, gens, critics)
+        trainer = ScaleTrainer(config, n, real, g, d, gens, amps, geometry.sizes[:n], amp, rec_input)
+        start = 0
+        checkpoint = run.read_checkpoint(n)
+        if checkpoint is not None:
+            start, state = checkpoint
+            trainer.load_state(state)
+            log.info("scale %d: resuming from the checkpoint at iteration %d", n, start)
         info = {
             "scale": n,
             "num_scales": geometry.num_scales,
@@ -284,9 +401,9 @@ def train_pyramid(
             "channels": config.channels(n),
             "noise_amp": amp,
             "iters": config.iters,
+            "start": start,
+            "xla": trainer.jit,
         }
-        trainer = ScaleTrainer(config, n, real, g, d, gens, amps, geometry.sizes[:n], amp, rec_input)
-        info["xla"] = trainer.jit
         for cb in callbacks:
             cb.on_scale_begin(n, info)
         ts = time.perf_counter()
@@ -295,7 +412,10 @@ def train_pyramid(
             for cb in callbacks:
                 cb.on_iterations(n, it, metrics)
 
-        last = trainer.run(0, config.iters, report)
+        def checkpoint_now(it, n=n, trainer=trainer):
+            run.write_checkpoint(n, it, trainer.state())
+
+        last = trainer.run(start, config.iters, report, checkpoint_now)
         g.trainable = False
         rec = g(rec_input, training=False)
         stats = {
@@ -304,12 +424,13 @@ def train_pyramid(
             "final": last,
         }
         run.write_scale(n, g, d, amp, stats)
+        run.clear_checkpoint(n)
         gens.append(g)
         critics.append(d)
         amps.append(amp)
-        pyramid = Pyramid(config, geometry, list(gens), list(amps), rec_noise)
+        preview = Pyramid(config, geometry, list(gens), list(amps), rec_noise, traced=False)
         info.update(stats)
         for cb in callbacks:
-            cb.on_scale_end(n, info, pyramid)
+            cb.on_scale_end(n, info, preview)
     pyramid = Pyramid(config, geometry, gens, amps, rec_noise)
     return TrainResult(run, pyramid, time.perf_counter() - t0)

@@ -85,3 +85,28 @@ def test_contact_sheet_layout(rocket):
     sheet = contact_sheet(tiles, columns=3, gap=2)
     assert sheet.shape == (2 * 20 + 2, 3 * 30 + 2 * 2, 3) and sheet.dtype == np.uint8
     assert np.all(sheet[20:22] == 255)
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, rocket, monkeypatch):
+    path = save_image(rocket, tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 427x640 is > 2x this
+    with pytest.raises(InputError, match="decompression bomb"):
+        load_image(path)
+
+
+def test_palette_with_transparency(tmp_path, caplog):
+    im = Image.new("P", (30, 30), 1)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.info["transparency"] = 0
+    im.save(tmp_path / "p.png", transparency=0)
+    out = load_image(tmp_path / "p.png")
+    np.testing.assert_allclose(out[0, 0], [1.0, -1.0, -1.0])
+    assert "alpha" in caplog.text
+
+
+def test_16bit_tiff(tmp_path):
+    arr = np.linspace(0, 65535, 40 * 40).reshape(40, 40).astype(np.uint16)
+    Image.fromarray(arr).save(tmp_path / "d.tif")
+    im = load_image(tmp_path / "d.tif")
+    assert im.min() == pytest.approx(-1.0) and im.max() == pytest.approx(1.0)
+    assert len(np.unique(im[..., 0])) > 256  # finer than 8 bits survived

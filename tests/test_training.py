@@ -30,6 +30,7 @@ def test_lr_schedule_drops_at_80_percent(iters):
 def test_xla_choice():
     assert use_xla(TrainConfig(), (25, 34))
     assert not use_xla(TrainConfig(), (186, 248))
+    assert not use_xla(TrainConfig(iters=400), (25, 34))  # compile time would not pay off
     assert use_xla(TrainConfig(jit_compile="on"), (186, 248))
     assert not use_xla(TrainConfig(jit_compile="off"), (25, 34))
 
@@ -150,7 +151,9 @@ def test_start_scale_keeps_the_layout(pyramid, trained_run):
         s = pyramid.sample(8, seed=2, start_scale=start)
         return float(np.mean((s - real[None]) ** 2))
 
-    assert dist(pyramid.num_scales - 1) < dist(1) < dist(0)
+    free = dist(0)
+    assert dist(1) < 0.8 * free
+    assert dist(pyramid.num_scales - 1) < 0.8 * free
 
 
 def test_reload_reproduces_samples(pyramid, trained_run):

@@ -1,0 +1,233 @@
+"""Training you can trust: resume after kill -9, guards, determinism (issue: trust)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from singan_tf import training
+from singan_tf.cli import command_main
+from singan_tf.config import TrainConfig
+from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
+from singan_tf.rundir import RunDir, load_pyramid
+from singan_tf.training import train_pyramid
+
+# Two scales (25x37, 33x48); the second long enough to be killed in the middle.
+KILL_ARGS = [
+    "--preset",
+    "quick",
+    "--max-size",
+    "48",
+    "--iters",
+    "120",
+    "--checkpoint-every",
+    "20",
+    "--seed",
+    "5",
+    "--num-samples",
+    "2",
+    "--no-progress",
+    "--jit",
+    "off",
+]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def scale_files(run: RunDir, scale: int) -> dict[str, str]:
+    return {p.name: digest(p) for p in sorted(run.scale_dir(scale).iterdir())}
+
+
+def test_kill_minus_9_then_resume(tmp_path):
+    run = RunDir(tmp_path / "run")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "singan_tf.train", *KILL_ARGS, "--out", str(run.path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        # Wait until scale 0 is finished and scale 1 has a checkpoint past iteration 20.
+        while time.monotonic() < deadline:
+            ck = run.read_checkpoint(1) if run.exists() and run.finished_scales() == 1 else None
+            if ck is not None and ck[0] >= 40:
+                break
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no mid-scale checkpoint appeared")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    before = scale_files(run, 0)
+    manifest_before = run.read_manifest()["scales"][0]
+    killed_at, _ = run.read_checkpoint(1)
+    assert 40 <= killed_at < 120
+
+    # Without --resume, the user is told what to do.
+    r = subprocess.run(
+        [sys.executable, "-m", "singan_tf.train", *KILL_ARGS, "--out", str(run.path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "(1 of 2 scales finished); add --resume" in r.stderr
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "singan_tf.train",
+            "--out",
+            str(run.path),
+            "--resume",
+            "--no-progress",
+            "--num-samples",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"scale 1: resuming from the checkpoint at iteration {killed_at}" in r.stderr
+    assert scale_files(run, 0) == before  # finished scales are never rewritten
+    assert run.read_manifest()["scales"][0] == manifest_before
+    assert run.finished_scales() == 2
+    assert not run.checkpoint_path(1).exists()
+    samples = load_pyramid(run.path).sample(2, seed=0)
+    assert samples.shape == (2, 33, 48, 3) and np.isfinite(samples).all()
+
+
+def _tiny_config(**kw) -> TrainConfig:
+    base = {"max_size": 40, "iters": 20, "log_every": 5, "checkpoint_every": 10, "jit_compile": "off"}
+    return TrainConfig(**{**base, **kw})
+
+
+def test_resumed_scale_equals_uninterrupted_scale(rocket, tmp_path, monkeypatch):
+    config = _tiny_config(seed=2)
+    full = train_pyramid(config, rocket, tmp_path / "full")
+
+    # Interrupt the second run right after its checkpoint at iteration 10 of scale 1.
+    original = training.ScaleTrainer.run
+
+    def interrupted(self, start, stop, on_metrics=None, on_checkpoint=None):
+        if self.scale == 1 and start == 0:
+            original(self, 0, 10, on_metrics, on_checkpoint)
+            on_checkpoint(10)
+            raise KeyboardInterrupt
+        return original(self, start, stop, on_metrics, on_checkpoint)
+
+    monkeypatch.setattr(training.ScaleTrainer, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_pyramid(config, rocket, tmp_path / "part")
+    monkeypatch.setattr(training.ScaleTrainer, "run", original)
+    assert RunDir(tmp_path / "part").read_checkpoint(1)[0] == 10
+    resumed = train_pyramid(config, None, tmp_path / "part", resume=True)
+    for a, b in zip(
+        full.pyramid.generators[1].get_weights(), resumed.pyramid.generators[1].get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_same_seed_same_model_and_samples(rocket, tmp_path):
+    config = _tiny_config(seed=4, deterministic=True)
+    a = train_pyramid(config, rocket, tmp_path / "a")
+    b = train_pyramid(config, rocket, tmp_path / "b")
+    for ga, gb in zip(a.pyramid.generators, b.pyramid.generators, strict=True):
+        for wa, wb in zip(ga.get_weights(), gb.get_weights(), strict=True):
+            np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(a.pyramid.sample(3, seed=1), b.pyramid.sample(3, seed=1))
+    for n in range(a.pyramid.num_scales):
+        assert digest(RunDir(tmp_path / "a").generator_path(n)) != ""  # files written
+    c = train_pyramid(config.replace(seed=5), rocket, tmp_path / "c")
+    assert not np.array_equal(
+        a.pyramid.generators[0].get_weights()[0], c.pyramid.generators[0].get_weights()[0]
+    )
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rocket, tmp_path, monkeypatch):
+    original = training.ScaleTrainer._iteration_impl
+
+    def poisoned(self, seed):
+        metrics = original(self, seed)
+        if self.scale == 1:  # from iteration 15 of scale 1 on, the critic loss is NaN
+            bad = tf.where(seed[1] >= 15, tf.constant(np.nan), tf.constant(1.0))
+            metrics["d_loss"] = metrics["d_loss"] * bad
+        return metrics
+
+    monkeypatch.setattr(training.ScaleTrainer, "_iteration_impl", poisoned)
+    run = RunDir(tmp_path / "nan")
+    with pytest.raises(NonFiniteLossError, match="scale 1, iteration 19: d_loss=nan"):
+        train_pyramid(_tiny_config(), rocket, run)
+    assert run.finished_scales() == 1
+    assert run.read_checkpoint(1)[0] == 10  # the last good one (15 was never checkpointed)
+
+
+def test_nan_guard_exit_code_from_cli(tmp_path, monkeypatch, capsys):
+    def explode(self, start, stop, on_metrics=None, on_checkpoint=None):
+        raise NonFiniteLossError(self.scale, 7, {"g_loss": float("inf")})
+
+    monkeypatch.setattr(training.ScaleTrainer, "run", explode)
+    code = command_main(
+        "train", ["--preset", "quick", "--max-size", "40", "--out", str(tmp_path / "r"), "--no-progress"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at scale 0, iteration 7: g_loss=inf" in err
+    assert "Traceback" not in err
+
+
+def test_resume_with_different_settings_is_refused(rocket, tmp_path, capsys):
+    config = _tiny_config()
+    run = RunDir(tmp_path / "r")
+    run.initialise(
+        config, training.geometry_for(config, rocket.shape[:2]), rocket[:27, :40], np.zeros((1, 25, 37, 1))
+    )
+    code = command_main("train", ["--out", str(run.path), "--resume", "--iters", "50"])
+    assert code == 2
+    assert "--iters 50 differs from the run's 20; a resumed run keeps its settings" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="alpha"):
+        train_pyramid(config.replace(alpha=3.0), None, run, resume=True)
+
+
+def test_resume_rejects_another_image(rocket, hubble, tmp_path):
+    config = _tiny_config(iters=2)
+    train_pyramid(config, rocket, tmp_path / "r")
+    with pytest.raises(InputError, match="not the one"):
+        train_pyramid(config, hubble, tmp_path / "r", resume=True)
+
+
+def test_complete_run_has_nothing_to_resume(trained_run, capsys):
+    assert command_main("train", ["--out", trained_run, "--resume"]) == 2
+    assert "is complete (3 scales); nothing to resume" in capsys.readouterr().err
+
+
+def test_memory_estimate_is_printed_and_refuses_what_cannot_fit(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(training, "available_memory", lambda: 256 * 2**20)
+    code = command_main("train", ["--out", str(tmp_path / "r")])
+    assert code == 2
+    assert not (tmp_path / "r").exists()
+    assert "estimated peak memory" in caplog.text
+    big = training.estimate_memory(
+        TrainConfig(max_size=1000), training.geometry_for(TrainConfig(max_size=1000), (1000, 1500))
+    )
+    small = training.estimate_memory(TrainConfig(), training.geometry_for(TrainConfig(), (1000, 1500)))
+    assert big > 8 * (small - training.RUNTIME_BASE_BYTES)
