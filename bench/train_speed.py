@@ -34,13 +34,14 @@ def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_seconds:
 
     from singan_tf.models import build_critic, build_generator
     from singan_tf.pyramid import build_pyramid
-    from singan_tf.training import ScaleTrainer
+    from singan_tf.training import ScaleTrainer, dtype_policy
 
     cfg = config.replace(jit_compile="on" if xla else "off")
     rng = np.random.default_rng(0)
     image = rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32)
     reals = build_pyramid(image, geometry)
-    frozen = [build_generator(cfg.channels(m)) for m in range(scale)]
+    policy = dtype_policy(cfg)
+    frozen = [build_generator(cfg.channels(m), dtype=policy) for m in range(scale)]
     for g in frozen:
         g.trainable = False
     size = geometry.sizes[scale]
@@ -49,8 +50,8 @@ def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_seconds:
         cfg,
         scale,
         reals[scale],
-        build_generator(cfg.channels(scale)),
-        build_critic(cfg.channels(scale)),
+        build_generator(cfg.channels(scale), dtype=policy),
+        build_critic(cfg.channels(scale), dtype=policy),
         frozen,
         [0.1] * scale,
         geometry.sizes[:scale],

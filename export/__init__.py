@@ -1,1 +1,12 @@
-"""Freeze a trained singan-tf pyramid into SavedModel and ONNX (filled by the export issue)."""
+"""Freeze a trained singan-tf pyramid into SavedModel (TF Serving layout) and ONNX.
+
+    python -m export RUN_DIR --out DIR [--name NAME] [--version N] [--format savedmodel,onnx]
+
+writes ``DIR/savedmodel/NAME/N/`` (+ ``DIR/savedmodel/models.config``),
+``DIR/NAME.onnx`` and ``DIR/NAME.json`` (pyramid metadata for clients that
+draw the noise themselves). Python API: ``to_saved_model``, ``to_onnx``.
+"""
+
+from export.api import export_run, metadata, to_onnx, to_saved_model
+
+__all__ = ["export_run", "metadata", "to_onnx", "to_saved_model"]

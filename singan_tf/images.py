@@ -87,6 +87,18 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round((np.clip(image, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike, path: Path) -> None:
+    """Give a finished temp file the usual mode (mkstemp makes 0600) and rename it over ``path``."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so a reader sees the old or the new content, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +108,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -34,7 +34,7 @@ import numpy as np
 from singan_tf import __version__
 from singan_tf.config import TrainConfig
 from singan_tf.errors import InputError
-from singan_tf.images import atomic_write_bytes, save_image
+from singan_tf.images import atomic_write_bytes, publish, save_image
 from singan_tf.models import build_critic, build_generator
 from singan_tf.pyramid import PyramidGeometry
 from singan_tf.sampling import Pyramid
@@ -53,7 +53,7 @@ def atomic_save_weights(model: keras.Model, path: Path) -> None:
     os.close(fd)
     try:
         model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -74,7 +74,7 @@ def use_xla(config: TrainConfig, size: tuple[int, int]) -> bool:
 # Bytes per activation element held during one iteration at the finest scale,
 # relative to one forward pass's activations (GP double backward, Adam, BN
 # saves); calibrated with bench/train_speed.py's peak RSS.
-ACTIVATION_FACTOR = 12
+ACTIVATION_FACTOR = 42
 RUNTIME_BASE_BYTES = 900 * 2**20  # TensorFlow + Keras resident before training
 
 

@@ -110,3 +110,12 @@ def test_16bit_tiff(tmp_path):
     im = load_image(tmp_path / "d.tif")
     assert im.min() == pytest.approx(-1.0) and im.max() == pytest.approx(1.0)
     assert len(np.unique(im[..., 0])) > 256  # finer than 8 bits survived
+
+
+def test_written_files_get_the_usual_mode(tmp_path, rocket):
+    import os
+
+    path = save_image(rocket[:10, :10], tmp_path / "m.png")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

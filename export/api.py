@@ -1,0 +1,163 @@
+"""Export functions: SavedModel for TF Serving, ONNX for onnxruntime, metadata JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from export.graph import PyramidModule, noise_specs
+from singan_tf import __version__
+from singan_tf.errors import InputError
+from singan_tf.images import atomic_write_bytes
+from singan_tf.rundir import load_pyramid
+from singan_tf.sampling import Pyramid
+
+METADATA_KEY = "singan_tf"
+DEFAULT_OPSET = 17
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+NOISE_RECIPE = (
+    "rng = numpy.random.default_rng(seed); for every scale n in order: "
+    "rng.standard_normal((batch, h_n, w_n, C), dtype=float32) with C = 1 at scale 0 "
+    "(repeat it to 3 channels for z_0) and 3 above; sizes h_n, w_n = floor(size * scale + 0.5), "
+    "at least 1; for scales below start_scale feed the reconstruction noise instead "
+    "(rec_noise resized bilinearly to z_0's size at scale 0, zeros above)"
+)
+
+
+def _check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise InputError(f"model name {name!r} must be letters, digits, '_', '.', '-'")
+    return name
+
+
+def metadata(pyramid: Pyramid, name: str) -> dict[str, Any]:
+    """What a client needs to build noise for any size and start scale."""
+    return {
+        "format": 1,
+        "name": name,
+        "singan_tf_version": __version__,
+        "num_scales": pyramid.num_scales,
+        "sizes": [list(s) for s in pyramid.sizes],
+        "noise_amps": list(pyramid.noise_amps),
+        "channels": [int(g.channels) for g in pyramid.generators],
+        "input_size": list(pyramid.geometry.input_size),
+        "training_image_size": list(pyramid.geometry.working_size),
+        "scale_factor": pyramid.geometry.scale_factor,
+        "inputs": [f"z_{n}" for n in range(pyramid.num_scales)],
+        "output": "image",
+        "value_range": [-1.0, 1.0],
+        "noise_recipe": NOISE_RECIPE,
+        "rec_noise": {
+            "shape": list(pyramid.rec_noise.shape),
+            "values": [float(v) for v in pyramid.rec_noise.ravel()],
+        },
+        "config": pyramid.config.to_dict(),
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode())
+
+
+def _next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _models_config(base: Path) -> str:
+    """TF Serving's model_config_list for every model folder under ``base``."""
+    entries = []
+    for model in sorted(p for p in base.iterdir() if p.is_dir()):
+        entries.append(
+            "  config {\n"
+            f'    name: "{model.name}"\n'
+            f'    base_path: "/models/{model.name}"\n'
+            '    model_platform: "tensorflow"\n'
+            "  }"
+        )
+    return "model_config_list {\n" + "\n".join(entries) + "\n}\n"
+
+
+def to_saved_model(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike, name: str = "singan", version: int | None = None
+) -> Path:
+    """Write ``out_dir/savedmodel/NAME/VERSION/`` and ``out_dir/savedmodel/models.config``.
+
+    A new version is added (N+1 by default); an existing version is never
+    touched. Returns the version directory.
+    """
+    name = _check_name(name)
+    pyramid = load_pyramid(run_dir)
+    base = Path(out_dir) / "savedmodel"
+    model_dir = base / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = _next_version(model_dir) if version is None else int(version)
+    target = model_dir / str(version)
+    if version < 1 or target.exists():
+        raise InputError(f"{target} exists (or version < 1); versions are never overwritten")
+    module = PyramidModule(pyramid)
+    tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}."))
+    try:
+        tf.saved_model.save(
+            module,
+            str(tmp),
+            signatures={"serving_default": module.serving_default, "sample": module.sample},
+        )
+        _write_json(tmp / "assets.extra" / f"{name}.json", metadata(pyramid, name))
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_bytes(base / "models.config", _models_config(base).encode())
+    return target
+
+
+def to_onnx(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike, name: str = "singan", opset: int = DEFAULT_OPSET
+) -> Path:
+    """Write ``out_dir/NAME.onnx`` (z_0..z_N -> image, dynamic batch/H/W) and ``NAME.json``."""
+    import onnx
+    import tf2onnx
+
+    name = _check_name(name)
+    pyramid = load_pyramid(run_dir)
+    module = PyramidModule(pyramid)
+    model, _ = tf2onnx.convert.from_function(
+        module.serving_default, input_signature=noise_specs(pyramid.num_scales), opset=opset
+    )
+    meta = metadata(pyramid, name)
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
+    model.doc_string = f"singan-tf {__version__} pyramid '{name}': unit-normal noise z_0..z_N in, image out"
+    onnx.checker.check_model(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.onnx"
+    atomic_write_bytes(path, model.SerializeToString())
+    _write_json(out / f"{name}.json", meta)
+    return path
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    name: str = "singan",
+    version: int | None = None,
+    formats: tuple[str, ...] = ("savedmodel", "onnx"),
+) -> dict[str, Path]:
+    unknown = set(formats) - {"savedmodel", "onnx"}
+    if unknown:
+        raise InputError(f"unknown format(s) {', '.join(sorted(unknown))}; use savedmodel, onnx")
+    out: dict[str, Path] = {}
+    if "savedmodel" in formats:
+        out["savedmodel"] = to_saved_model(run_dir, out_dir, name, version)
+    if "onnx" in formats:
+        out["onnx"] = to_onnx(run_dir, out_dir, name)
+    return out
