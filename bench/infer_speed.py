@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="singan-infer-"))
     run_dir = Path(args.run) if args.run else random_run(work / "run")
-    paths = export_run(run_dir, work / "export", name="bench")
+    paths = export_run(run_dir, work / "export", name="bench", formats=("savedmodel", "onnx", "onnx-int8"))
     pyramid = load_pyramid(run_dir)
     saved = tf.saved_model.load(str(paths["savedmodel"])).signatures["serving_default"]
     tuned = ort.SessionOptions()
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     sessions = {
         "onnxruntime": ort.InferenceSession(str(paths["onnx"]), providers=cpu),
         "onnxruntime_tuned": ort.InferenceSession(str(paths["onnx"]), tuned, providers=cpu),
+        "onnxruntime_int8": ort.InferenceSession(str(paths["onnx-int8"]), tuned, providers=cpu),
     }
 
     def runners_for(noises):
@@ -125,7 +126,22 @@ def main(argv: list[str] | None = None) -> None:
                     row["speedup_vs_reference"] = round(REFERENCE_S_PER_SAMPLE[scale_h] / median, 2)
                 rows.append(row)
                 print(row, flush=True)
-    write_result(Path(args.out), {"benchmark": "infer_speed", "machine": machine_info(), "rows": rows})
+    # Quality cost of int8: difference to the float model on the same noise.
+    noises = pyramid.noise(123, 4)
+    feeds = {f"z_{n}": np.repeat(z, 3, -1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
+    ref = sessions["onnxruntime"].run(["image"], feeds)[0]
+    q = sessions["onnxruntime_int8"].run(["image"], feeds)[0]
+    err = np.abs(q - ref)
+    mse = float(np.mean((np.clip(q, -1, 1) - np.clip(ref, -1, 1)) ** 2))
+    quality = {
+        "int8_max_abs_diff": float(err.max()),
+        "int8_mean_abs_diff": float(err.mean()),
+        "int8_psnr_db_vs_float": round(10 * np.log10(4.0 / mse), 2) if mse > 0 else None,
+        "weights": "random (speed only)" if args.random else str(run_dir),
+    }
+    print(quality)
+    result = {"benchmark": "infer_speed", "machine": machine_info(), "rows": rows, "int8_quality": quality}
+    write_result(Path(args.out), result)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Freeze a trained singan-tf pyramid into SavedModel (TF Serving layout) and ONNX.
 
-    python -m export RUN_DIR --out DIR [--name NAME] [--version N] [--format savedmodel,onnx]
+    python -m export RUN_DIR --out DIR [--name NAME] [--version N] [--format savedmodel,onnx,onnx-int8]
 
 writes ``DIR/savedmodel/NAME/N/`` (+ ``DIR/savedmodel/models.config``),
-``DIR/NAME.onnx`` and ``DIR/NAME.json`` (pyramid metadata for clients that
-draw the noise themselves). Python API: ``to_saved_model``, ``to_onnx``.
+``DIR/NAME.onnx``, optionally ``DIR/NAME.int8.onnx``, and ``DIR/NAME.json``
+(pyramid metadata for clients that draw the noise themselves).
+Python API: ``to_saved_model``, ``to_onnx``, ``to_onnx_int8``, ``export_run``.
 """
 
-from export.api import export_run, metadata, to_onnx, to_saved_model
+from export.api import export_run, metadata, to_onnx, to_onnx_int8, to_saved_model
 
-__all__ = ["export_run", "metadata", "to_onnx", "to_saved_model"]
+__all__ = ["export_run", "metadata", "to_onnx", "to_onnx_int8", "to_saved_model"]

@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", "-o", required=True, help="export folder")
     parser.add_argument("--name", default="singan", help="model name (TF Serving model and file name)")
     parser.add_argument("--version", type=int, help="SavedModel version (default: next free)")
-    parser.add_argument("--format", default="savedmodel,onnx", help="comma-separated: savedmodel, onnx")
+    parser.add_argument(
+        "--format", default="savedmodel,onnx", help="comma-separated: savedmodel, onnx, onnx-int8"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

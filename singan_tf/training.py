@@ -53,7 +53,7 @@ METRICS = ("d_loss", "g_loss", "adv_loss", "rec_loss", "rec_rmse", "gp", "d_real
 # XLA is faster for small maps (dispatch-bound) but costs ~6 s more to
 # compile per scale; plain graphs win once convs dominate (64+ channels).
 # bench/train_speed.py measures both; "auto" uses XLA where it pays off.
-XLA_MAX_PIXELS = 64 * 64
+XLA_MAX_PIXELS = 40 * 40
 XLA_MIN_ITERS = 1000
 
 
@@ -74,7 +74,7 @@ def use_xla(config: TrainConfig, size: tuple[int, int]) -> bool:
 # Bytes per activation element held during one iteration at the finest scale,
 # relative to one forward pass's activations (GP double backward, Adam, BN
 # saves); calibrated with bench/train_speed.py's peak RSS.
-ACTIVATION_FACTOR = 42
+ACTIVATION_FACTOR = 30
 RUNTIME_BASE_BYTES = 900 * 2**20  # TensorFlow + Keras resident before training
 
 

@@ -81,3 +81,52 @@ def test_console_entry_point_help(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "train" in out and "sample" in out
+
+
+def _truncated(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), "red").save(tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    return tmp_path / "t.png"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.png", "no such file"),
+        (lambda p: p, "is a directory"),
+        (lambda p: (p / "notes.txt").write_text("hi") and p / "notes.txt", "not an image Pillow can read"),
+        (_truncated, "unreadable image"),
+    ],
+)
+def test_each_bad_input_exits_2_and_leaves_no_run(tmp_path, capsys, make, message):
+    out = tmp_path / "run"
+    assert command_main("train", [str(make(tmp_path)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_decompression_bomb_exits_2(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    Image.new("RGB", (300, 200)).save(tmp_path / "b.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert command_main("train", [str(tmp_path / "b.png"), "--out", str(tmp_path / "run")]) == 2
+    assert "decompression bomb" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_large_grayscale_is_converted_and_resized_with_messages(tmp_path, caplog, monkeypatch):
+    """Conversions are said, then training proceeds (stopped here by a tiny memory budget)."""
+    from PIL import Image
+
+    from singan_tf import training
+
+    Image.new("L", (1000, 600), 128).save(tmp_path / "g.png")
+    monkeypatch.setattr(training, "available_memory", lambda: 2**20)
+    assert command_main("train", [str(tmp_path / "g.png"), "--out", str(tmp_path / "run")]) == 2
+    assert "grayscale image, converted to RGB" in caplog.text
+    assert "1000x600 resized to 250x150 (max size 250)" in caplog.text

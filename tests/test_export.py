@@ -151,3 +151,20 @@ def test_cli(trained_run, tmp_path, capsys):
     assert "never overwritten" in capsys.readouterr().err
     assert export_main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a singan-tf run directory" in capsys.readouterr().err
+
+
+def test_int8_onnx_is_close_and_runs_any_size(trained_run, exported, pyramid):
+    import onnxruntime as ort
+
+    from export import to_onnx_int8
+
+    out, _ = exported
+    path = to_onnx_int8(trained_run, out, name="rocket", calibration=4)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for scale_h in (1.0, 2.0):
+        noises = pyramid.noise(seed=21, batch=2, scale_h=scale_h)
+        ref = pyramid.generate(noises).numpy()
+        got = session.run(["image"], feeds(noises))[0]
+        assert got.shape == ref.shape
+        err = np.abs(got - ref)
+        assert err.mean() < 0.02 and err.max() < 0.25, (err.mean(), err.max())
