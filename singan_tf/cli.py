@@ -78,7 +78,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation of the training step")
     p.add_argument(
         "--precision",
-        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        choices=["float32", "mixed_bfloat16"],
         help="compute precision (default float32)",
     )
     p.add_argument("--deterministic", action="store_true", help="TF op determinism (reproducible on CPU)")

@@ -8,8 +8,8 @@ Why a hand-written loop and not ``Model.fit``: one SinGAN iteration is
 two optimizers, a reconstruction pass and a per-scale lr milestone; fusing
 all of it into ONE traced function (optionally XLA-compiled) is what makes
 it fast, and ``fit`` would split it into per-batch steps with their own
-host round-trips. Progress, TensorBoard and resume are provided by the
-small callback protocol below instead.
+host round-trips. Progress and TensorBoard come through the small callback
+protocol below; resume through mid-scale checkpoints in the run directory.
 
 Deliberate differences from the reference code (DESIGN section 4):
 
@@ -47,8 +47,6 @@ from singan_tf.rundir import RunDir, load_nets
 from singan_tf.sampling import Pyramid, run_pyramid
 
 log = logging.getLogger(__name__)
-
-METRICS = ("d_loss", "g_loss", "adv_loss", "rec_loss", "rec_rmse", "gp", "d_real", "d_fake")
 
 # XLA is faster for small maps (dispatch-bound) but costs ~6 s more to
 # compile per scale; plain graphs win once convs dominate (64+ channels).
@@ -214,7 +212,7 @@ class ScaleTrainer:
             gp = gradient_penalty(lambda x: critic(x, training=True), self.real, fake, mix)
             d_loss = d_fake - d_real + self.config.gp_weight * gp
         grads = tape.gradient(d_loss, critic.trainable_variables)
-        self.d_opt.apply_gradients(zip(grads, critic.trainable_variables, strict=True))
+        self.d_opt.apply(grads, critic.trainable_variables)
         return {"d_loss": d_loss, "gp": gp, "d_real": d_real, "d_fake": d_fake}
 
     def _generator_step(self, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -225,7 +223,7 @@ class ScaleTrainer:
             rec = reconstruction_loss(gen((self.rec_x, self.rec_prev), training=True), self.real)
             g_loss = adv + self.config.alpha * rec
         grads = tape.gradient(g_loss, gen.trainable_variables)
-        self.g_opt.apply_gradients(zip(grads, gen.trainable_variables, strict=True))
+        self.g_opt.apply(grads, gen.trainable_variables)
         return {"g_loss": g_loss, "adv_loss": adv, "rec_loss": rec}
 
     def _iteration_impl(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:

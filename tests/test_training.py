@@ -183,3 +183,22 @@ def test_sample_cli_writes_pngs(trained_run, tmp_path):
     assert len(files) == 3
     assert Image.open(files[0]).size == (96, 43)
     assert (out / "contact_sheet.png").is_file()
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16"])
+def test_mixed_precision_step(rocket, precision):
+    from singan_tf.training import dtype_policy
+
+    config = TrainConfig(max_size=48, iters=4, precision=precision, jit_compile="off")
+    geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
+    reals = build_pyramid(rocket, geometry)
+    policy = dtype_policy(config)
+    g, d = build_generator(32, dtype=policy), build_critic(32, dtype=policy)
+    assert g.blocks[0].conv.compute_dtype == precision.removeprefix("mixed_")
+    prev = tf.zeros((1, *geometry.sizes[0], 3))
+    t = ScaleTrainer(config, 0, reals[0], g, d, [], [], [], 1.0, (prev, prev))
+    before = [w.copy() for w in g.get_weights()]
+    metrics = t.run(0, 4)
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert any(not np.array_equal(a, b) for a, b in zip(before, g.get_weights(), strict=True))
+    assert g((prev, prev), training=False).dtype == tf.float32  # images stay float32
