@@ -1,4 +1,10 @@
-"""TensorFlow-free serving of exported singan-tf models (filled by the serving issue).
+"""TensorFlow-free serving of exported singan-tf models.
 
-This package must never import TensorFlow, Keras or singan_tf.
+This package never imports TensorFlow, Keras or singan_tf (checked by
+import-linter and a test): it runs where only numpy and onnxruntime are
+installed (``pip install 'singan-tf[serving]'``).
 """
+
+from serving.sampler import Sampler, SamplerError
+
+__all__ = ["Sampler", "SamplerError"]

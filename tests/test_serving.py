@@ -1,0 +1,66 @@
+"""serving.Sampler: numpy + onnxruntime only, same samples as the TF sampler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving import Sampler, SamplerError
+from singan_tf.images import to_uint8
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def onnx_path(trained_run, tmp_path_factory):
+    from export import to_onnx
+
+    return to_onnx(trained_run, tmp_path_factory.mktemp("serving"), name="rocket")
+
+
+@pytest.mark.parametrize(
+    ("scale_h", "scale_v", "start"), [(1.0, 1.0, 0), (2.0, 1.0, 0), (1.0, 0.5, 1), (1.5, 1.0, 2)]
+)
+def test_same_samples_as_the_tf_sampler(pyramid, onnx_path, scale_h, scale_v, start):
+    sampler = Sampler(onnx_path)
+    got = sampler.sample(seed=7, n=3, scale_h=scale_h, scale_v=scale_v, start_scale=start)
+    want = to_uint8(pyramid.sample(3, seed=7, scale_h=scale_h, scale_v=scale_v, start_scale=start))
+    assert got.shape == want.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # float parity 1e-4, then rounding
+
+
+def test_runs_without_tensorflow(onnx_path):
+    code = (
+        "import sys, serving; s = serving.Sampler(sys.argv[1]); x = s.sample(seed=1, n=2, scale_h=2.0); "
+        "assert x.shape[0] == 2 and x.dtype.name == 'uint8'; "
+        "bad = [m for m in ('tensorflow', 'keras', 'singan_tf', 'export', 'tf2onnx') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(onnx_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_clear_errors(onnx_path, tmp_path):
+    with pytest.raises(SamplerError, match="no such model file"):
+        Sampler(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(SamplerError, match="not a loadable ONNX model"):
+        Sampler(tmp_path / "junk.onnx")
+    s = Sampler(onnx_path)
+    with pytest.raises(SamplerError, match="start_scale"):
+        s.sample(start_scale=9)
+    with pytest.raises(SamplerError, match="scale_h and scale_v"):
+        s.sample(scale_h=0)
+    with pytest.raises(SamplerError, match="n must be"):
+        s.sample(n=0)
