@@ -51,6 +51,8 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             return run(args)
         except (InputError, ConfigError) as err:
             return _fail(str(err))
+        except OSError as err:  # a file vanished or cannot be written: say which
+            return _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
         except NonFiniteLossError as err:
             return _fail(f"{err}; finished scales are kept in the run directory", EXIT_TRAINING_FAILED)
         except KeyboardInterrupt:
@@ -245,9 +247,74 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evaluate --------------------------------------------------------------
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run directory written by train")
+    p.add_argument("--num", "-n", type=int, default=50, help="number of samples to score")
+    p.add_argument("--start-scale", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inception-weights", help="Keras InceptionV3 (no top) ImageNet weights file, for SIFID")
+    p.add_argument("--out", "-o", help="metrics JSON (default RUN_DIR/eval/metrics_start<K>_seed<S>.json)")
+
+
+@_guarded
+def run_evaluate(args: argparse.Namespace) -> int:
+    if args.num < 2:
+        raise ConfigError("--num must be >= 2 (diversity compares samples)")
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    from singan_tf import metrics
+    from singan_tf.images import atomic_write_bytes
+    from singan_tf.rundir import RunDir, load_pyramid
+
+    run = RunDir(args.run_dir)
+    pyramid = load_pyramid(run.path)
+    image = run.read_image()
+    samples = pyramid.sample(args.num, args.seed, start_scale=args.start_scale)
+    results = {
+        "patch_swd": metrics.patch_swd(samples, image, seed=args.seed),
+        "diversity": metrics.diversity(samples, image),
+        "reconstruction_rmse": metrics.reconstruction_rmse(pyramid.reconstruct(), image),
+    }
+    if args.inception_weights:
+        scores = metrics.sifid(samples, image, metrics.inception_features(args.inception_weights))
+        results["sifid_mean"] = float(np.mean(scores))
+        results["sifid_std"] = float(np.std(scores))
+    report = {
+        "run": str(run.path),
+        "num": args.num,
+        "start_scale": args.start_scale,
+        "seed": args.seed,
+        **results,
+    }
+    out = (
+        Path(args.out)
+        if args.out
+        else run.path / "eval" / f"metrics_start{args.start_scale}_seed{args.seed}.json"
+    )
+    atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
+    with tf.summary.create_file_writer(str(run.logs)).as_default(step=args.start_scale):
+        for name, value in results.items():
+            tf.summary.scalar(f"eval/{name}", value)
+    width = max(map(len, results))
+    print(f"{'metric':<{width}}  value   ({args.num} samples, start scale {args.start_scale})")
+    for name, value in results.items():
+        print(f"{name:<{width}}  {value:.4f}")
+    log.info("wrote %s", out)
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a pyramid on one image", add_train_arguments, run_train),
     "sample": ("draw samples from a trained run directory", add_sample_arguments, run_sample),
+    "evaluate": (
+        "score a trained run: patch SWD, diversity, reconstruction RMSE, SIFID",
+        add_evaluate_arguments,
+        run_evaluate,
+    ),
 }
 
 

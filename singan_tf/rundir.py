@@ -34,7 +34,7 @@ import numpy as np
 from singan_tf import __version__
 from singan_tf.config import TrainConfig
 from singan_tf.errors import InputError
-from singan_tf.images import atomic_write_bytes, publish, save_image
+from singan_tf.images import atomic_write_bytes, load_image, publish, save_image
 from singan_tf.models import build_critic, build_generator
 from singan_tf.pyramid import PyramidGeometry
 from singan_tf.sampling import Pyramid
@@ -163,7 +163,11 @@ class RunDir:
         atomic_write_json(self.manifest_path, manifest)
 
     def read_image(self) -> np.ndarray:
-        return np.load(self.image_array_path, allow_pickle=False)
+        """The float working-size training image (from the PNG preview if the
+        float copy is missing, as in runs written before it existed)."""
+        if self.image_array_path.is_file():
+            return np.load(self.image_array_path, allow_pickle=False)
+        return load_image(self.image_path)
 
     def read_rec_noise(self) -> np.ndarray:
         return np.load(self.rec_noise_path, allow_pickle=False)

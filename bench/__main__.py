@@ -1,0 +1,31 @@
+"""``python -m bench <name> [options]``: run one benchmark (see bench/README.md).
+
+train-speed   ms/iteration per scale of the paper preset (plain vs XLA)
+infer-speed   latency/throughput per runtime (TF, SavedModel, onnxruntime, int8)
+peak          this machine's conv/matmul peak, for achieved/peak ratios
+quick-train   wall time, peak RSS and quality of a whole quick-preset run
+plot          bench/results/train_speed.png from the train-speed results
+"""
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "train-speed": "bench.train_speed",
+    "infer-speed": "bench.infer_speed",
+    "peak": "bench.peak",
+    "quick-train": "bench.quick_train",
+    "plot": "bench.plot",
+}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    importlib.import_module(BENCHMARKS[sys.argv[1]]).main(sys.argv[2:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

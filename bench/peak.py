@@ -1,0 +1,57 @@
+"""This machine's measured compute peak, for the achieved/peak ratios.
+
+Times a 128-channel 3x3 convolution at the finest paper scale (the
+dominant op of training and sampling) in float32 and bfloat16, and a large
+float32 matmul, through TensorFlow. Writes ``results/peak.json``.
+
+    python -m bench peak
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from bench.common import machine_info, write_result
+
+
+def _gflops(fn, flop: float, reps: int) -> float:
+    fn()
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return flop * reps / (time.perf_counter() - t0) / 1e9
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--out", default="bench/results/peak.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    h, w, c = 188, 250, 128
+    conv_flop = 2 * 9 * c * c * (h - 2) * (w - 2)
+    result = {"benchmark": "peak", "machine": machine_info()}
+    for dtype in (tf.float32, tf.bfloat16):
+        x = tf.cast(tf.random.normal((1, h, w, c)), dtype)
+        k = tf.cast(tf.random.normal((3, 3, c, c)), dtype)
+        conv = tf.function(lambda x=x, k=k: tf.nn.conv2d(x, k, 1, "VALID"))
+        result[f"conv3x3_128ch_{dtype.name}_gflops"] = round(
+            _gflops(lambda f=conv: f().numpy(), conv_flop, args.reps), 1
+        )
+    n = 2048
+    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
+    mm = tf.function(lambda: tf.matmul(a, b))
+    result["matmul_2048_float32_gflops"] = round(_gflops(lambda: mm().numpy(), 2 * n**3, args.reps), 1)
+    print(result)
+    write_result(Path(args.out), result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

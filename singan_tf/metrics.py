@@ -1,0 +1,164 @@
+"""Quality metrics without downloads (DESIGN.md section 10), plus SIFID.
+
+Every metric is a small function of numpy images in [-1, 1], [N, H, W, 3]
+or [H, W, 3]; ``METRICS`` maps names to them for ``evaluate``.
+
+* ``patch_swd``: sliced Wasserstein distance between 7x7 patch
+  distributions of samples and the training image, per level of a
+  Gaussian pyramid (coarse levels: layout, fine levels: texture), averaged.
+* ``diversity``: mean per-pixel std across samples / the image's std.
+* ``reconstruction_rmse``: RMSE of the finest-scale reconstruction.
+* ``sifid``: single-image FID (the paper's), with Inception-V3 features
+  right before the second max-pool (192 channels), from a weights file the
+  user supplies (ImageNet weights cannot be downloaded here).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from singan_tf.errors import InputError
+
+
+def _batch(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images, np.float32)
+    return images[None] if images.ndim == 3 else images
+
+
+def _blur_down(x: np.ndarray) -> np.ndarray:
+    """One Gaussian-pyramid step: [1 4 6 4 1]/16 blur (reflect), then halve."""
+    k = np.array([1, 4, 6, 4, 1], np.float32) / 16
+    pad = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    rows = sum(k[i] * pad[:, i : i + x.shape[1]] for i in range(5))
+    cols = sum(k[i] * rows[:, :, i : i + x.shape[2]] for i in range(5))
+    return cols[:, ::2, ::2]
+
+
+def gaussian_pyramid(images: np.ndarray, levels: int) -> list[np.ndarray]:
+    """Finest first; stops early when a level gets smaller than 16 pixels."""
+    out = [_batch(images)]
+    while len(out) < levels and min(out[-1].shape[1:3]) >= 32:
+        out.append(_blur_down(out[-1]))
+    return out
+
+
+def _patches(images: np.ndarray, size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` random ``size`` x ``size`` patches, flattened: [count, size*size*3]."""
+    windows = sliding_window_view(images, (size, size), axis=(1, 2))  # [N, h', w', 3, s, s]
+    n, h, w = windows.shape[:3]
+    idx = rng.integers(0, [n, h, w], size=(count, 3))
+    return windows[idx[:, 0], idx[:, 1], idx[:, 2]].reshape(count, -1)
+
+
+def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int, rng: np.random.Generator) -> float:
+    """Mean over random unit directions of the 1-D Wasserstein-1 distance (equal counts)."""
+    dirs = rng.standard_normal((a.shape[1], projections)).astype(np.float32)
+    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
+    pa, pb = np.sort(a @ dirs, axis=0), np.sort(b @ dirs, axis=0)
+    return float(np.mean(np.abs(pa - pb)))
+
+
+def patch_swd(
+    samples: np.ndarray,
+    image: np.ndarray,
+    patch: int = 7,
+    levels: int = 3,
+    patches_per_level: int = 4096,
+    projections: int = 128,
+    seed: int = 0,
+) -> float:
+    """Patch sliced-Wasserstein distance (lower is better; 0 for identical images).
+
+    Patches of both sets are normalised with the training image's per-level
+    mean and std, so the distance is in units of the image's own contrast.
+    """
+    rng = np.random.default_rng(seed)
+    ref_levels = gaussian_pyramid(image, levels)
+    gen_levels = gaussian_pyramid(samples, len(ref_levels))
+    dists = []
+    for ref, gen in zip(ref_levels, gen_levels, strict=True):
+        if min(ref.shape[1:3]) < patch or min(gen.shape[1:3]) < patch:
+            break
+        a = _patches(ref, patch, patches_per_level, rng)
+        b = _patches(gen, patch, patches_per_level, rng)
+        mean, std = a.mean(axis=0), a.std() + 1e-8
+        dists.append(sliced_wasserstein((a - mean) / std, (b - mean) / std, projections, rng))
+    return float(np.mean(dists))
+
+
+def diversity(samples: np.ndarray, image: np.ndarray) -> float:
+    """Mean per-pixel std across samples divided by the image's std (paper's measure)."""
+    samples = _batch(samples)
+    if len(samples) < 2:
+        raise InputError("diversity needs at least 2 samples")
+    return float(samples.std(axis=0).mean() / (np.asarray(image).std() + 1e-8))
+
+
+def reconstruction_rmse(reconstruction: np.ndarray, image: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((_batch(reconstruction)[0] - np.asarray(image, np.float32)) ** 2)))
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2))`` for Gaussians N(mu, C).
+
+    ``tr((C1 C2)^(1/2))`` is the sum of the square roots of the eigenvalues of
+    C1 C2, which are real and non-negative for covariance matrices (tiny
+    negative/imaginary parts from round-off are dropped).
+    """
+    eig = np.linalg.eigvals(np.asarray(cov1, np.float64) @ np.asarray(cov2, np.float64))
+    tr_covmean = float(np.sum(np.sqrt(np.clip(eig.real, 0.0, None))))
+    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * tr_covmean)
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance over all spatial positions of [N, H, W, C] features."""
+    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    return flat.mean(axis=0), np.cov(flat, rowvar=False)
+
+
+SIFID_LAYER_CHANNELS = 192
+
+
+def inception_features(weights: str | os.PathLike | None):
+    """Inception-V3 up to the layer before its second max-pool (192 channels).
+
+    ``weights``: a Keras InceptionV3 weights file (``.weights.h5`` / ``.h5``,
+    ImageNet, without top). ``None`` gives random weights: only for tests of
+    the plumbing, never for reported numbers.
+    """
+    import keras
+
+    if weights is not None and not os.path.isfile(weights):
+        raise InputError(f"{weights}: no such Inception-V3 weights file")
+    net = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(None, None, 3))
+    if weights is not None:
+        try:
+            net.load_weights(weights)
+        except (ValueError, OSError) as err:
+            raise InputError(f"{weights}: not Keras InceptionV3 (no top) weights ({err})") from None
+    pools = [layer for layer in net.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    feature_layer = net.get_layer(index=net.layers.index(pools[1]) - 1)
+    model = keras.Model(net.input, feature_layer.output)
+    if model.output_shape[-1] != SIFID_LAYER_CHANNELS:
+        raise RuntimeError(f"unexpected Inception layer width {model.output_shape[-1]}")
+    return model
+
+
+def sifid(samples: np.ndarray, image: np.ndarray, features) -> list[float]:
+    """SIFID of every sample against the image (lower is better)."""
+
+    def stats(x):
+        return feature_stats(np.asarray(features(_batch(x), training=False)))
+
+    mu_r, cov_r = stats(image)
+    return [frechet_distance(*stats(s), mu_r, cov_r) for s in _batch(samples)]
+
+
+METRICS = {
+    "patch_swd": patch_swd,
+    "diversity": diversity,
+}

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from singan_tf.errors import InputError
+from singan_tf.metrics import (
+    diversity,
+    feature_stats,
+    frechet_distance,
+    inception_features,
+    patch_swd,
+    reconstruction_rmse,
+    sifid,
+)
+
+
+def test_identical_images_give_zero_swd(rocket):
+    img = rocket[:120, :160]
+    assert patch_swd(img, img, projections=64) == pytest.approx(0.0, abs=0.03)
+
+
+def test_shifted_copy_scores_far_lower_than_noise(rocket):
+    img = rocket[:120, :160]
+    shifted = np.roll(img, (7, 11), axis=(0, 1))
+    noise = np.random.default_rng(0).uniform(-1, 1, img.shape).astype(np.float32)
+    assert patch_swd(shifted, img) < 0.25 * patch_swd(noise, img)
+
+
+def test_more_projections_reduce_variance(rocket):
+    img, other = rocket[:96, :128], rocket[200:296, 300:428]
+    few = [patch_swd(other, img, projections=4, seed=s) for s in range(12)]
+    many = [patch_swd(other, img, projections=256, seed=s) for s in range(12)]
+    assert np.std(many) < 0.5 * np.std(few)
+
+
+def test_diversity_and_rmse(rocket):
+    img = rocket[:50, :60]
+    same = np.stack([img] * 16)
+    assert diversity(same, img) == pytest.approx(0.0, abs=1e-5)
+    noisy = same + np.random.default_rng(1).normal(0, 0.1, same.shape).astype(np.float32)
+    # per-pixel std over 16 draws averages ~0.95 sigma (ddof 0)
+    assert diversity(noisy, img) == pytest.approx(0.95 * 0.1 / img.std(), rel=0.05)
+    with pytest.raises(InputError):
+        diversity(img, img)
+    assert reconstruction_rmse(img + 0.05, img) == pytest.approx(0.05, rel=1e-4)
+
+
+def test_frechet_distance_of_known_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 5))
+    cov = a @ a.T + np.eye(5)
+    mu = rng.standard_normal(5)
+    assert frechet_distance(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-8)
+    # Shift only: |d|^2.
+    assert frechet_distance(mu, cov, mu + 2.0, cov) == pytest.approx(4.0 * 5, rel=1e-8)
+    # Isotropic covariances s1^2 I and s2^2 I: d * (s1 - s2)^2.
+    assert frechet_distance(mu, 4.0 * np.eye(5), mu, 9.0 * np.eye(5)) == pytest.approx(5 * (2 - 3) ** 2)
+
+
+def test_feature_stats_pool_all_positions():
+    feats = np.random.default_rng(0).standard_normal((2, 30, 40, 3))
+    mu, cov = feature_stats(feats)
+    assert mu.shape == (3,) and cov.shape == (3, 3)
+    np.testing.assert_allclose(cov, np.eye(3), atol=0.05)
+
+
+def test_sifid_plumbing_with_random_inception(rocket):
+    net = inception_features(None)  # random weights: plumbing only
+    assert net.output_shape[-1] == 192
+    img = rocket[:150, :200]
+    scores = sifid(np.stack([img, img[::-1]]), img, net)
+    assert scores[0] == pytest.approx(0.0, abs=1e-3)
+    assert scores[1] > scores[0]
+
+
+def test_sifid_weights_file_errors(tmp_path):
+    with pytest.raises(InputError, match="no such Inception-V3 weights file"):
+        inception_features(tmp_path / "missing.weights.h5")
+
+
+def test_evaluate_cli(trained_run, tmp_path, capsys):
+    import json
+
+    from singan_tf.cli import command_main
+
+    out = tmp_path / "m.json"
+    assert command_main("evaluate", [trained_run, "--num", "6", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num"] == 6
+    assert (
+        0 < report["patch_swd"] < 1.0 and report["diversity"] > 0.05 and report["reconstruction_rmse"] < 0.1
+    )
+    assert "patch_swd" in capsys.readouterr().out
+    assert command_main("evaluate", [trained_run, "--num", "6", "--start-scale", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["diversity"] < report["diversity"]
+    assert command_main("evaluate", [trained_run, "--inception-weights", str(tmp_path / "none.h5")]) == 2
+
+
+def test_runs_without_the_float_image_fall_back_to_the_png(trained_run, tmp_path):
+    import shutil
+
+    from singan_tf.rundir import RunDir
+
+    copy = tmp_path / "old"
+    shutil.copytree(trained_run, copy)
+    (copy / "training_image.npy").unlink()
+    np.testing.assert_allclose(RunDir(copy).read_image(), RunDir(trained_run).read_image(), atol=1 / 127.5)
