@@ -139,6 +139,15 @@ def main(argv: list[str] | None = None) -> None:
         "int8_psnr_db_vs_float": round(10 * np.log10(4.0 / mse), 2) if mse > 0 else None,
         "weights": "random (speed only)" if args.random else str(run_dir),
     }
+    if not args.random:  # patch SWD against the training image, float vs int8 samples
+        from singan_tf.metrics import patch_swd
+        from singan_tf.rundir import RunDir
+
+        image = RunDir(run_dir).read_image()
+        noises = pyramid.noise(7, 16)
+        feeds = {f"z_{n}": np.repeat(z, 3, -1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
+        quality["patch_swd_float"] = patch_swd(sessions["onnxruntime"].run(["image"], feeds)[0], image)
+        quality["patch_swd_int8"] = patch_swd(sessions["onnxruntime_int8"].run(["image"], feeds)[0], image)
     print(quality)
     result = {"benchmark": "infer_speed", "machine": machine_info(), "rows": rows, "int8_quality": quality}
     write_result(Path(args.out), result)
