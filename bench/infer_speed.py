@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     import onnxruntime as ort
     import tensorflow as tf
 
-    from export import export_run
+    from export import export_run, graph_feeds
     from singan_tf.rundir import load_pyramid
     from singan_tf.sampling import run_pyramid
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     def runners_for(noises):
-        feeds = {f"z_{n}": np.repeat(z, 3, -1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
+        feeds = graph_feeds(noises)
         tf_feeds = {k: tf.constant(v) for k, v in feeds.items()}
         return {
             "tf_eager": lambda: run_pyramid(pyramid.generators, pyramid.noise_amps, noises).numpy(),
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(row, flush=True)
     # Quality cost of int8: difference to the float model on the same noise.
     noises = pyramid.noise(123, 4)
-    feeds = {f"z_{n}": np.repeat(z, 3, -1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
+    feeds = graph_feeds(noises)
     ref = sessions["onnxruntime"].run(["image"], feeds)[0]
     q = sessions["onnxruntime_int8"].run(["image"], feeds)[0]
     err = np.abs(q - ref)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
 
         image = RunDir(run_dir).read_image()
         noises = pyramid.noise(7, 16)
-        feeds = {f"z_{n}": np.repeat(z, 3, -1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
+        feeds = graph_feeds(noises)
         quality["patch_swd_float"] = patch_swd(sessions["onnxruntime"].run(["image"], feeds)[0], image)
         quality["patch_swd_int8"] = patch_swd(sessions["onnxruntime_int8"].run(["image"], feeds)[0], image)
     print(quality)

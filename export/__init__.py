@@ -8,6 +8,6 @@ writes ``DIR/savedmodel/NAME/N/`` (+ ``DIR/savedmodel/models.config``),
 Python API: ``to_saved_model``, ``to_onnx``, ``to_onnx_int8``, ``export_run``.
 """
 
-from export.api import export_run, metadata, to_onnx, to_onnx_int8, to_saved_model
+from export.api import export_run, graph_feeds, metadata, to_onnx, to_onnx_int8, to_saved_model
 
-__all__ = ["export_run", "metadata", "to_onnx", "to_onnx_int8", "to_saved_model"]
+__all__ = ["export_run", "graph_feeds", "metadata", "to_onnx", "to_onnx_int8", "to_saved_model"]

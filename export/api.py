@@ -33,6 +33,11 @@ NOISE_RECIPE = (
 )
 
 
+def graph_feeds(noises) -> dict[str, np.ndarray]:
+    """Sampler noise maps (z_0 with one channel) as the graph's inputs z_0..z_N (3 channels)."""
+    return {f"z_{n}": np.repeat(z, 3, axis=-1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
+
+
 def _check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise InputError(f"model name {name!r} must be letters, digits, '_', '.', '-'")
@@ -173,10 +178,7 @@ def to_onnx_int8(
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter(
-                {f"z_{n}": np.repeat(z, 3, -1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
-                for noises in batches
-            )
+            self.items = iter(graph_feeds(noises) for noises in batches)
 
         def get_next(self):
             return next(self.items, None)

@@ -89,44 +89,32 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+# Config field -> argparse attribute -> option name, for every train option that sets a field.
+CONFIG_OPTIONS = [
+    ("max_size", "max_size", "--max-size"),
+    ("min_size", "min_size", "--min-size"),
+    ("scale_factor", "scale_factor", "--scale-factor"),
+    ("iters", "iters", "--iters"),
+    ("alpha", "alpha", "--alpha"),
+    ("seed", "seed", "--seed"),
+    ("jit_compile", "jit", "--jit"),
+    ("precision", "precision", "--precision"),
+    ("checkpoint_every", "checkpoint_every", "--checkpoint-every"),
+    ("deterministic", "deterministic", "--deterministic"),
+]
+OPTION_NAMES = {field: option for field, _, option in CONFIG_OPTIONS}
+
+
 def explicit_overrides(args: argparse.Namespace) -> dict:
-    """Config fields the user set on the command line."""
-    pairs = [
-        ("max_size", "max_size"),
-        ("min_size", "min_size"),
-        ("scale_factor", "scale_factor"),
-        ("iters", "iters"),
-        ("alpha", "alpha"),
-        ("seed", "seed"),
-        ("jit_compile", "jit"),
-        ("precision", "precision"),
-        ("checkpoint_every", "checkpoint_every"),
-    ]
-    out = {name: getattr(args, attr) for name, attr in pairs if getattr(args, attr) is not None}
-    if args.deterministic:
-        out["deterministic"] = True
-    return out
+    """Config fields the user set on the command line (a flag left off sets nothing)."""
+    values = {field: getattr(args, attr) for field, attr, _ in CONFIG_OPTIONS}
+    return {field: v for field, v in values.items() if v is not None and v is not False}
 
 
 def config_from_args(args: argparse.Namespace):
     from singan_tf.config import TrainConfig
 
     return TrainConfig.from_preset(args.preset or "paper", **explicit_overrides(args))
-
-
-OPTION_NAMES = {
-    "max_size": "--max-size",
-    "min_size": "--min-size",
-    "scale_factor": "--scale-factor",
-    "iters": "--iters",
-    "alpha": "--alpha",
-    "seed": "--seed",
-    "jit_compile": "--jit",
-    "precision": "--precision",
-    "deterministic": "--deterministic",
-    "checkpoint_every": "--checkpoint-every",
-    "preset": "--preset",
-}
 
 
 def resumed_config(args: argparse.Namespace, stored):

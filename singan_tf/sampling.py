@@ -75,7 +75,7 @@ class Pyramid:
     traced: bool = True  # False: run eagerly (one-off previews during training)
 
     def __post_init__(self) -> None:
-        self._traced: dict[tuple[int, bool], tf.types.experimental.PolymorphicFunction] = {}
+        self._functions: dict[tuple[int, bool], tf.types.experimental.PolymorphicFunction] = {}
 
     @property
     def num_scales(self) -> int:
@@ -89,7 +89,7 @@ class Pyramid:
         """The pyramid as a tf.function of dynamic-shape noise maps, traced once
         per (first_scale, with_prev)."""
         key = (first_scale, with_prev)
-        if key not in self._traced:
+        if key not in self._functions:
             specs = [tf.TensorSpec([None, None, None, None], tf.float32)] * (self.num_scales - first_scale)
             prev_spec = [tf.TensorSpec([None, None, None, 3], tf.float32)] if with_prev else []
 
@@ -97,8 +97,8 @@ class Pyramid:
                 full = [None] * first_scale + list(noises)
                 return run_pyramid(self.generators, self.noise_amps, full, first_scale, *prev)
 
-            self._traced[key] = tf.function(forward, input_signature=[specs, *prev_spec], autograph=False)
-        return self._traced[key]
+            self._functions[key] = tf.function(forward, input_signature=[specs, *prev_spec], autograph=False)
+        return self._functions[key]
 
     def generate(
         self, noises: Sequence[np.ndarray | tf.Tensor | None], first_scale: int = 0, prev=None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import export_run, to_saved_model
+from export import export_run, graph_feeds, to_saved_model
 from export.__main__ import main as export_main
 from export.api import METADATA_KEY
 
@@ -35,11 +35,6 @@ def ort_session(exported):
     return ort.InferenceSession(str(exported[1]["onnx"]), providers=["CPUExecutionProvider"])
 
 
-def feeds(noises):
-    """Graph inputs: 3-channel noise (z_0 repeated, as the metadata's recipe says)."""
-    return {f"z_{n}": np.repeat(z, 3, axis=-1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
-
-
 @pytest.mark.parametrize(
     ("scale_h", "scale_v", "batch", "start"),
     [(1.0, 1.0, 1, 0), (2.0, 1.0, 4, 0), (1.0, 0.5, 1, 1), (2.0, 1.0, 1, 2), (1.0, 1.0, 4, 1)],
@@ -47,7 +42,7 @@ def feeds(noises):
 def test_parity_tf_savedmodel_onnx(pyramid, saved, ort_session, scale_h, scale_v, batch, start):
     noises = pyramid.noise(seed=3, batch=batch, scale_h=scale_h, scale_v=scale_v, start_scale=start)
     ref = pyramid.generate(noises).numpy()
-    inputs = feeds(noises)
+    inputs = graph_feeds(noises)
     sm = saved.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})[
         "image"
     ].numpy()
@@ -164,7 +159,7 @@ def test_int8_onnx_is_close_and_runs_any_size(trained_run, exported, pyramid):
     for scale_h in (1.0, 2.0):
         noises = pyramid.noise(seed=21, batch=2, scale_h=scale_h)
         ref = pyramid.generate(noises).numpy()
-        got = session.run(["image"], feeds(noises))[0]
+        got = session.run(["image"], graph_feeds(noises))[0]
         assert got.shape == ref.shape
         err = np.abs(got - ref)
         assert err.mean() < 0.02 and err.max() < 0.25, (err.mean(), err.max())
