@@ -39,6 +39,44 @@ def _resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (top * (1 - fy)[None, :, None, None] + bot * fy[None, :, None, None]).astype(np.float32)
 
 
+def noise_sizes(sizes, scale_h: float = 1.0, scale_v: float = 1.0) -> list[tuple[int, int]]:
+    """Each scale's noise size for an output scaled by (scale_v, scale_h): half up, at least 1."""
+    if not (scale_h > 0 and scale_v > 0 and math.isfinite(scale_h) and math.isfinite(scale_v)):
+        raise SamplerError("scale_h and scale_v must be finite and > 0")
+    return [(max(1, math.floor(h * scale_v + 0.5)), max(1, math.floor(w * scale_h + 0.5))) for h, w in sizes]
+
+
+def recipe_noise(
+    sizes,
+    rec_noise: np.ndarray,
+    seed: int,
+    n: int,
+    scale_h: float = 1.0,
+    scale_v: float = 1.0,
+    start_scale: int = 0,
+) -> dict[str, np.ndarray]:
+    """Graph inputs z_0..z_N for ``n`` samples by the exported metadata's noise recipe.
+
+    ``rng = numpy.random.default_rng(seed)`` draws every scale in order (one
+    channel at scale 0, repeated to three); scales below ``start_scale`` take
+    the reconstruction noise instead (z* resized at scale 0, zeros above).
+    """
+    if not 0 <= start_scale < len(sizes):
+        raise SamplerError(f"start_scale must be in 0..{len(sizes) - 1}")
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for k, (h, w) in enumerate(noise_sizes(sizes, scale_h, scale_v)):
+        z = rng.standard_normal((n, h, w, 1 if k == 0 else 3), dtype=np.float32)
+        if k < start_scale:
+            if k == 0:
+                z0 = rec_noise if (h, w) == rec_noise.shape[1:3] else _resize_bilinear(rec_noise, (h, w))
+                z = np.repeat(z0, n, axis=0)
+            else:
+                z = np.zeros_like(z)
+        feeds[f"z_{k}"] = np.repeat(z, 3, axis=-1) if z.shape[-1] == 1 else z
+    return feeds
+
+
 class Sampler:
     """An exported pyramid (``NAME.onnx``) ready to draw samples.
 
@@ -82,36 +120,13 @@ class Sampler:
         return self.noise_sizes(scale_h, scale_v)[-1]
 
     def noise_sizes(self, scale_h: float = 1.0, scale_v: float = 1.0) -> list[tuple[int, int]]:
-        if not (scale_h > 0 and scale_v > 0 and math.isfinite(scale_h) and math.isfinite(scale_v)):
-            raise SamplerError("scale_h and scale_v must be finite and > 0")
-        return [
-            (max(1, math.floor(h * scale_v + 0.5)), max(1, math.floor(w * scale_h + 0.5)))
-            for h, w in self.sizes
-        ]
+        return noise_sizes(self.sizes, scale_h, scale_v)
 
     def noise(
         self, seed: int, n: int, scale_h: float = 1.0, scale_v: float = 1.0, start_scale: int = 0
     ) -> dict[str, np.ndarray]:
         """The graph inputs for ``n`` samples, following the metadata's noise recipe."""
-        if not 0 <= start_scale < self.num_scales:
-            raise SamplerError(f"start_scale must be in 0..{self.num_scales - 1}")
-        sizes = self.noise_sizes(scale_h, scale_v)
-        rng = np.random.default_rng(seed)
-        feeds = {}
-        for k, (h, w) in enumerate(sizes):
-            z = rng.standard_normal((n, h, w, 1 if k == 0 else 3), dtype=np.float32)
-            if k < start_scale:
-                if k == 0:
-                    z0 = (
-                        self.rec_noise
-                        if (h, w) == self.rec_noise.shape[1:3]
-                        else _resize_bilinear(self.rec_noise, (h, w))
-                    )
-                    z = np.repeat(z0, n, axis=0)
-                else:
-                    z = np.zeros_like(z)
-            feeds[f"z_{k}"] = np.repeat(z, 3, axis=-1) if z.shape[-1] == 1 else z
-        return feeds
+        return recipe_noise(self.sizes, self.rec_noise, seed, n, scale_h, scale_v, start_scale)
 
     def generate(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on given noise; float32 [n, H, W, 3] in about [-1, 1]."""

@@ -43,3 +43,42 @@ def pyramid(trained_run):
     from singan_tf.rundir import load_pyramid
 
     return load_pyramid(trained_run)
+
+
+@pytest.fixture(scope="session")
+def onnx_path(trained_run, tmp_path_factory):
+    """The session's pyramid exported to ONNX as model "rocket" (alone in its folder)."""
+    from export import to_onnx
+
+    return to_onnx(trained_run, tmp_path_factory.mktemp("exported"), name="rocket")
+
+
+@pytest.fixture(scope="session")
+def live_server(onnx_path):
+    """``python -m serving``'s app on a free loopback port, in a thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.models import discover
+    from serving.rest import Limits
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(
+        discover(onnx_path.parent), Limits(max_batch=8, max_pixels=200_000, max_body_bytes=2**20)
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "test server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -15,13 +15,6 @@ from singan_tf.images import to_uint8
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def onnx_path(trained_run, tmp_path_factory):
-    from export import to_onnx
-
-    return to_onnx(trained_run, tmp_path_factory.mktemp("serving"), name="rocket")
-
-
 @pytest.mark.parametrize(
     ("scale_h", "scale_v", "start"), [(1.0, 1.0, 0), (2.0, 1.0, 0), (1.0, 0.5, 1), (1.5, 1.0, 2)]
 )
