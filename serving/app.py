@@ -10,6 +10,7 @@ looked up by name among those loaded at start-up.
 from __future__ import annotations
 
 import io
+import json
 import threading
 from importlib import resources
 
@@ -111,8 +112,11 @@ def create_app(
         if route.action == "sample.png":
             return await _sample_png(model, request)
         body = await _read_body(request, limits.max_body_bytes)
-        answer = await run_in_threadpool(rest.predict, model, rest.parse_json(body), limits, bounded)
-        return JSONResponse(answer)
+
+        def answer() -> bytes:  # parsing and encoding big JSON stays off the event loop
+            return json.dumps(rest.predict(model, rest.parse_json(body), limits, bounded)).encode()
+
+        return Response(await run_in_threadpool(answer), media_type="application/json")
 
     async def _sample_png(model: ServedModel, request: Request) -> Response:
         seed = _query(request, "seed", int, 0)
