@@ -2,8 +2,9 @@
 
 Importing the package is light (no TensorFlow); the modules are:
 ``config``, ``images``, ``pyramid``, ``models``, ``losses``, ``training``,
-``sampling``, ``rundir`` and the CLIs (``python -m singan_tf.train``,
-``python -m singan_tf.sample``, ``python -m singan_tf <command>``).
+``sampling``, ``rundir``, ``applications`` (the paper's five) and the CLIs
+(``python -m singan_tf.train``, ``python -m singan_tf.sample``,
+``python -m singan_tf <command>``).
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
-"""Command-line interfaces: ``train`` and ``sample``.
+"""Command-line interfaces: ``train``, ``sample``, ``evaluate`` and the applications
+``paint2image``, ``harmonize``, ``edit``, ``sr``, ``animate``.
 
-Reach them as ``python -m singan_tf.train``, ``python -m singan_tf.sample``,
-``python -m singan_tf <command>`` or the ``singan-tf <command>`` script.
+Reach them as ``python -m singan_tf <command>`` or the ``singan-tf <command>``
+script (``train``, ``sample`` and ``evaluate`` also as ``python -m singan_tf.train`` etc.).
 The CLIs only parse arguments into a ``TrainConfig`` / call the library;
 user mistakes end with one line on stderr and exit code 2.
 """
@@ -66,6 +67,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", nargs="?", help="training image (default: the bundled rocket.jpg)")
     p.add_argument("--out", "-o", required=True, help="run directory to create (or resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    add_config_arguments(p)
+    p.add_argument("--num-samples", type=int, default=8, help="samples written after training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that set ``TrainConfig`` fields (``CONFIG_OPTIONS``)."""
     p.add_argument(
         "--preset",
         choices=["paper", "quick"],
@@ -85,8 +93,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--deterministic", action="store_true", help="TF op determinism (reproducible on CPU)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between mid-scale checkpoints (100)")
-    p.add_argument("--num-samples", type=int, default=8, help="samples written after training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 # Config field -> argparse attribute -> option name, for every train option that sets a field.
@@ -131,14 +137,36 @@ def resumed_config(args: argparse.Namespace, stored):
     return stored.replace(**{k: v for k, v in given.items() if k in RUNTIME_FIELDS})
 
 
+def new_geometry(config, image, name: str):
+    """The pyramid geometry of a new run on ``image``; says so if the image gets downscaled."""
+    from singan_tf.pyramid import geometry_for
+
+    geometry = geometry_for(config, image.shape[:2])
+    if geometry.working_size != geometry.input_size:
+        (h, w), (h0, w0) = geometry.working_size, geometry.input_size
+        log.info("%s: %dx%d resized to %dx%d (max size %d)", name, w0, h0, w, h, config.max_size)
+    return geometry
+
+
+def train_with_feedback(config, image, run, geometry, resume: bool, progress: bool):
+    """Check memory, then ``train_pyramid`` with progress bars and TensorBoard logging."""
+    from singan_tf.callbacks import ProgressBar, TensorBoardLogger
+    from singan_tf.training import check_memory, train_pyramid
+
+    check_memory(config, geometry)
+    channels = [config.channels(n) for n in range(geometry.num_scales)]
+    callbacks = [TensorBoardLogger(run.logs, run.samples, config.seed)]
+    if progress:
+        callbacks.insert(0, ProgressBar(list(geometry.sizes), channels))
+    return train_pyramid(config, image, run, callbacks, resume=resume)
+
+
 @_guarded
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validate options before loading TensorFlow
-    from singan_tf.callbacks import ProgressBar, TensorBoardLogger
     from singan_tf.images import bundled_image, contact_sheet, load_image, save_image
-    from singan_tf.pyramid import PyramidGeometry, geometry_for
+    from singan_tf.pyramid import PyramidGeometry
     from singan_tf.rundir import RunDir
-    from singan_tf.training import check_memory, train_pyramid
 
     run = RunDir(args.out)
     image = None
@@ -162,10 +190,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise InputError(f"{run.path}: no run to resume")
         path = Path(args.image) if args.image else bundled_image()
         image = load_image(path)
-        geometry = geometry_for(config, image.shape[:2])
-        if geometry.working_size != geometry.input_size:
-            (h, w), (h0, w0) = geometry.working_size, geometry.input_size
-            log.info("%s: %dx%d resized to %dx%d (max size %d)", path.name, w0, h0, w, h, config.max_size)
+        geometry = new_geometry(config, image, path.name)
         log.info(
             "training %d scales on %s (%s preset, %d iterations per scale) into %s",
             geometry.num_scales,
@@ -174,12 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
             config.iters,
             run.path,
         )
-    check_memory(config, geometry)
-    channels = [config.channels(n) for n in range(geometry.num_scales)]
-    callbacks = [TensorBoardLogger(run.logs, run.samples, config.seed)]
-    if not args.no_progress:
-        callbacks.insert(0, ProgressBar(list(geometry.sizes), channels))
-    result = train_pyramid(config, image, run, callbacks, resume=args.resume)
+    result = train_with_feedback(config, image, run, geometry, args.resume, not args.no_progress)
     samples = result.pyramid.sample(args.num_samples, seed=config.seed)
     for i, s in enumerate(samples):
         save_image(s, run.samples / f"sample_{i:03d}.png")
@@ -295,6 +315,255 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- applications (paper section 4) ---------------------------------------------
+def _wrote(paths: Sequence[Path], what: str) -> None:
+    log.info("wrote %s: %s", what, ", ".join(str(p) for p in paths))
+
+
+def _add_injection_arguments(p: argparse.ArgumentParser, flag: str, what: str, blend: bool) -> None:
+    p.add_argument("run_dir", help="a run directory written by train")
+    p.add_argument(flag, dest="image", required=True, help=f"{what} (any size)")
+    if blend:
+        p.add_argument(
+            "--mask",
+            help="white where the image may change (default: where it differs from the training image)",
+        )
+    p.add_argument(
+        "--inject-scale",
+        type=int,
+        required=True,
+        help="K in 1..N: the image, downscaled to scale K-1's size, is fed to scales K..N",
+    )
+    if blend:
+        p.add_argument(
+            "--fine-tune",
+            type=int,
+            default=0,
+            metavar="ITERS",
+            help="first train scales K..N ITERS iterations on the image (in memory; the run stays unchanged)",
+        )
+    p.add_argument("--seed", type=int, default=0, help="noise of scales K..N")
+    p.add_argument("--noise-scale", type=float, default=1.0, help="multiplies that noise (0: none)")
+    p.add_argument("--out", "-o", required=True, help="output image (.png)")
+
+
+def add_paint2image_arguments(p: argparse.ArgumentParser) -> None:
+    _add_injection_arguments(p, "--paint", "a paint or clipart", blend=False)
+
+
+def add_harmonize_arguments(p: argparse.ArgumentParser) -> None:
+    _add_injection_arguments(p, "--naive", "the training image with an object pasted in", blend=True)
+
+
+def add_edit_arguments(p: argparse.ArgumentParser) -> None:
+    _add_injection_arguments(p, "--edited", "the training image with regions copied or moved", blend=True)
+
+
+def _check_injection_options(args: argparse.Namespace) -> None:
+    if args.noise_scale < 0:
+        raise ConfigError("--noise-scale must be >= 0")
+    if getattr(args, "fine_tune", 0) < 0:
+        raise ConfigError("--fine-tune must be >= 0")
+
+
+@_guarded
+def run_paint2image(args: argparse.Namespace) -> int:
+    _check_injection_options(args)
+    from singan_tf.images import load_image, save_image
+
+    paint = load_image(args.image)
+    from singan_tf.applications import paint2image
+    from singan_tf.rundir import load_pyramid
+
+    image = paint2image(load_pyramid(args.run_dir), paint, args.inject_scale, args.seed, args.noise_scale)
+    _wrote([save_image(image, args.out)], f"{image.shape[1]}x{image.shape[0]} image")
+    return 0
+
+
+def _run_blend(args: argparse.Namespace, task: str) -> int:
+    """harmonize / edit: inject, run scales K..N, blend; writes OUT, OUT_unblended, OUT_mask."""
+    _check_injection_options(args)
+    from singan_tf.images import load_image, load_mask, save_image
+
+    image = load_image(args.image)
+    mask = load_mask(args.mask) if args.mask else None
+    import numpy as np
+
+    from singan_tf import applications
+    from singan_tf.rundir import RunDir, load_nets, load_pyramid
+
+    run = RunDir(args.run_dir)
+    pyramid = load_pyramid(run.path)
+    pyramid.check_injection_scale(args.inject_scale)
+    critics = load_nets(run, pyramid.config, pyramid.num_scales, critics=True) if args.fine_tune else None
+    result = getattr(applications, task)(
+        pyramid,
+        image,
+        args.inject_scale,
+        mask,
+        training_image=run.read_image(),
+        fine_tune_iters=args.fine_tune,
+        critics=critics,
+        seed=args.seed,
+        noise_scale=args.noise_scale,
+    )
+    out = Path(args.out)
+    written = [
+        save_image(result.image, out),
+        save_image(result.generated, out.with_name(f"{out.stem}_unblended{out.suffix}")),
+        save_image(
+            np.repeat(result.mask * 2.0 - 1.0, 3, axis=-1), out.with_name(f"{out.stem}_mask{out.suffix}")
+        ),
+    ]
+    _wrote(written, f"{result.image.shape[1]}x{result.image.shape[0]} {task} result, unblended, mask")
+    return 0
+
+
+@_guarded
+def run_harmonize(args: argparse.Namespace) -> int:
+    return _run_blend(args, "harmonize")
+
+
+@_guarded
+def run_edit(args: argparse.Namespace) -> int:
+    return _run_blend(args, "edit")
+
+
+def add_sr_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source",
+        help="the low-resolution image (trains an SR pyramid into --out first), "
+        "or a run directory trained by sr (then only upsamples)",
+    )
+    p.add_argument("--factor", "-f", type=float, required=True, help="upscaling factor F > 1")
+    p.add_argument(
+        "--out",
+        "-o",
+        help="with an image: the run directory to train into (required; an existing SR run there is "
+        "resumed or reused); with a run directory: the output image (default RUN/sr_x<F>.png)",
+    )
+    add_config_arguments(p)
+    p.add_argument("--noise-scale", type=float, default=1.0, help="multiplies the upsampling steps' noise")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train_sr(args: argparse.Namespace):
+    """Train (or resume, or reuse) the SR pyramid of ``args.source`` in ``args.out``."""
+    if not args.out:
+        raise ConfigError("--out RUN_DIR is required to train on an image")
+    if args.scale_factor is not None:
+        raise ConfigError("sr derives the scale factor from --factor; leave --scale-factor out")
+    base = config_from_args(args)
+    from singan_tf.images import load_image
+
+    image = load_image(args.source)
+    from singan_tf.applications import SR_ALPHA, sr_config
+    from singan_tf.pyramid import PyramidGeometry
+    from singan_tf.rundir import RunDir
+
+    config = sr_config(base, args.factor, SR_ALPHA if args.alpha is None else args.alpha)
+    run = RunDir(args.out)
+    if run.exists():
+        manifest = run.read_manifest()
+        geometry = PyramidGeometry.from_dict(manifest["geometry"])
+        if len(manifest["scales"]) == geometry.num_scales:
+            log.info("%s already holds this SR run; only upsampling", run.path)
+    else:
+        geometry = new_geometry(config, image, Path(args.source).name)
+        log.info(
+            "training an SR pyramid (%d scales, alpha %g, scale factor %.4f, effective %.4f) into %s",
+            geometry.num_scales,
+            config.alpha,
+            config.scale_factor,
+            geometry.scale_factor,
+            run.path,
+        )
+    result = train_with_feedback(config, image, run, geometry, run.exists(), not args.no_progress)
+    return result.pyramid, run.read_image(), run.path / f"sr_x{args.factor:g}.png"
+
+
+@_guarded
+def run_sr(args: argparse.Namespace) -> int:
+    if args.noise_scale < 0:
+        raise ConfigError("--noise-scale must be >= 0")
+    source = Path(args.source)
+    if source.is_dir():
+        given = sorted(OPTION_NAMES.get(f, f) for f in explicit_overrides(args) if f != "seed")
+        if given or args.preset:
+            raise ConfigError(
+                f"{source} is a trained run; training options ({', '.join(given) or '--preset'}) do not apply"
+            )
+        from singan_tf.applications import SR_ALPHA, sr_steps
+        from singan_tf.rundir import RunDir, load_pyramid
+
+        pyramid = load_pyramid(source)
+        image = RunDir(source).read_image()
+        out = Path(args.out) if args.out else source / f"sr_x{args.factor:g}.png"
+        r = sr_steps(args.factor)[1]
+        config = pyramid.config
+        if config.alpha != SR_ALPHA or abs(config.scale_factor - r) > 1e-6:
+            log.info(
+                "%s was trained with alpha %g and scale factor %.4f, not the SR settings for x%g "
+                "(alpha %g, %.4f); upsampling anyway",
+                source,
+                config.alpha,
+                config.scale_factor,
+                args.factor,
+                SR_ALPHA,
+                r,
+            )
+    else:
+        pyramid, image, out = _train_sr(args)
+    from singan_tf.applications import sr_steps, super_resolve
+    from singan_tf.images import save_image
+
+    k, r = sr_steps(args.factor)
+    result = super_resolve(pyramid, image, args.factor, args.seed or 0, args.noise_scale)
+    (h, w), (h2, w2) = image.shape[:2], result.shape[:2]
+    _wrote([save_image(result, out)], f"{w}x{h} -> {w2}x{h2} (x{args.factor:g} in {k} steps of {1 / r:.4f})")
+    return 0
+
+
+def add_animate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run directory written by train")
+    p.add_argument("--frames", "-t", type=int, default=48, help="number of frames")
+    p.add_argument(
+        "--start-scale",
+        type=int,
+        required=True,
+        help="K in 1..N+1: the noise of scales below K moves, finer scales keep fixed noise",
+    )
+    p.add_argument("--alpha", type=float, default=0.1, help="pull toward the reconstruction noise per frame")
+    p.add_argument("--beta", type=float, default=0.9, help="momentum of the walk (higher: smoother)")
+    p.add_argument("--scale-h", type=float, default=1.0, help="width multiplier (any size)")
+    p.add_argument("--scale-v", type=float, default=1.0, help="height multiplier")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", "-o", required=True, help="anim.gif, or anim.mp4 (needs imageio-ffmpeg)")
+
+
+@_guarded
+def run_animate(args: argparse.Namespace) -> int:
+    if args.fps <= 0:
+        raise ConfigError("--fps must be > 0")
+    from singan_tf.applications import animate, check_animation_path, write_animation
+    from singan_tf.rundir import load_pyramid
+
+    check_animation_path(args.out)
+    walk = {
+        "alpha": args.alpha,
+        "beta": args.beta,
+        "seed": args.seed,
+        "scale_h": args.scale_h,
+        "scale_v": args.scale_v,
+    }
+    frames = animate(load_pyramid(args.run_dir), args.frames, args.start_scale, **walk)
+    info = {"run": str(args.run_dir), "start_scale": args.start_scale, **walk}
+    written = write_animation(frames, args.out, args.fps, info)
+    _wrote(written, f"{len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} at {args.fps:g} fps")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a pyramid on one image", add_train_arguments, run_train),
     "sample": ("draw samples from a trained run directory", add_sample_arguments, run_sample),
@@ -302,6 +571,27 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "score a trained run: patch SWD, diversity, reconstruction RMSE, SIFID",
         add_evaluate_arguments,
         run_evaluate,
+    ),
+    "paint2image": (
+        "turn a paint or clipart into an image of the run's kind (inject at a coarse scale)",
+        add_paint2image_arguments,
+        run_paint2image,
+    ),
+    "harmonize": (
+        "harmonize an object pasted onto the training image (inject, blend with a mask)",
+        add_harmonize_arguments,
+        run_harmonize,
+    ),
+    "edit": (
+        "blend a copy-paste edit of the training image (inject, blend with a mask)",
+        add_edit_arguments,
+        run_edit,
+    ),
+    "sr": ("super-resolution: train an SR pyramid on an image, then upsample it", add_sr_arguments, run_sr),
+    "animate": (
+        "a short animation (GIF/MP4) from a random walk in the coarse noise",
+        add_animate_arguments,
+        run_animate,
     ),
 }
 

@@ -64,6 +64,20 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     images are converted (with a warning). Raises ``InputError`` with a
     one-line reason for anything that is not a readable image.
     """
+    return _read(path, _to_rgb_float)
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask (any image; white = 1, black = 0) as float32 [H, W, 1] in [0, 1].
+
+    Colour images count by their luminance; errors as ``load_image``.
+    """
+    return _read(path, lambda im, _: np.asarray(im.convert("L"), np.float32)[..., None] / 255.0)
+
+
+def _read(path: str | os.PathLike, convert) -> np.ndarray:
+    """Open an image file, apply its EXIF orientation and ``convert(image, path)``,
+    turning every way of failing into a one-line ``InputError``."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -73,7 +87,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
-            return _to_rgb_float(im, path)
+            return convert(im, path)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image Pillow can read") from None
     except Image.DecompressionBombError as err:

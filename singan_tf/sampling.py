@@ -171,14 +171,31 @@ class Pyramid:
         """The reconstruction of the training image at the finest scale, [1, H, W, 3]."""
         return self.generate(self.rec_noises(self.sizes)).numpy()
 
-    def inject(self, image: np.ndarray, scale: int, seed: int = 0, noise_scale: float = 1.0) -> np.ndarray:
-        """Feed ``image`` (downscaled to scale-1's size) as out_{scale-1} and
-        run scales ``scale``..N (paint-to-image, harmonization, editing)."""
+    def check_injection_scale(self, scale: int) -> None:
         if not 1 <= scale < self.num_scales:
             raise ConfigError(f"injection scale must be in 1..{self.num_scales - 1}, got {scale}")
+
+    def inject(
+        self,
+        image: np.ndarray,
+        scale: int,
+        seed: int = 0,
+        noise_scale: float = 1.0,
+        scale_h: float = 1.0,
+        scale_v: float = 1.0,
+    ) -> np.ndarray:
+        """Feed ``image`` (downscaled to scale-1's size) as out_{scale-1} and
+        run scales ``scale``..N (paint-to-image, harmonization, editing).
+
+        ``scale_h``/``scale_v`` size the pyramid as in ``sample`` (an image of
+        another aspect keeps it); ``noise_scale`` multiplies the noise of the
+        scales that run (0: no new randomness, only the learned detail).
+        """
+        self.check_injection_scale(scale)
         img = np.asarray(image, np.float32)
         img = img[None] if img.ndim == 3 else img
-        prev = downscale(img, self.sizes[scale - 1])
-        noises = self.noise(seed, img.shape[0])
+        sizes = noise_sizes(self.sizes, scale_h, scale_v)
+        prev = downscale(img, sizes[scale - 1])
+        noises = self.noise(seed, img.shape[0], scale_h, scale_v)
         noises = [z * noise_scale for z in noises]
         return self.generate(noises, first_scale=scale, prev=prev).numpy()

@@ -1,0 +1,509 @@
+"""The paper's five applications (Shaham et al. 2019, section 4; DESIGN.md section 6).
+
+All of them reuse a trained pyramid; only super-resolution trains one of
+its own (with the SR settings).
+
+* ``paint2image``: a paint/clipart, downscaled to scale K-1, is injected
+  and scales K..N turn it into an image with the training image's patches.
+* ``harmonize`` / ``edit``: the same injection of a naive paste / an edited
+  copy of the training image, blended back with a mask (given, or derived
+  from the difference to the training image), so pixels outside the mask
+  keep the input's values; ``harmonize`` can first fine-tune scales K..N
+  on the naive image, in memory.
+* ``train_sr`` + ``super_resolve``: train with reconstruction weight 100
+  and ``r = F^(-1/k)`` close to 2^(-1/3); then k times upsample by 1/r and
+  pass the result through the finest generator.
+* ``animate``: a momentum random walk in the noise of the scales below K,
+  pulled toward the reconstruction noise; finer scales keep fixed noise.
+
+Every function takes and returns float32 images in [-1, 1] ([H, W, 3]);
+the CLI (``singan_tf.cli``) does the file handling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from singan_tf.config import TrainConfig
+from singan_tf.errors import ConfigError, InputError
+from singan_tf.images import atomic_write_bytes, publish, to_uint8
+from singan_tf.models import PatchCritic, ScaleGenerator, build_critic, build_generator
+from singan_tf.pyramid import Size, downscale, noise_sizes, upsample
+from singan_tf.sampling import Pyramid, run_pyramid
+from singan_tf.training import ScaleTrainer, TrainingCallback, TrainResult, dtype_policy, train_pyramid
+
+log = logging.getLogger(__name__)
+
+
+# -- fitting an input image to a run -----------------------------------------
+def resize(image: np.ndarray, size: Size) -> np.ndarray:
+    """[H, W, C] resized to ``size`` (antialiased bicubic, as the training pyramid), clipped."""
+    if tuple(image.shape[:2]) == tuple(size):
+        return np.asarray(image, np.float32)
+    return tf.clip_by_value(downscale(image, size), -1.0, 1.0).numpy()
+
+
+def fit_to_pyramid(pyramid: Pyramid, image: np.ndarray, name: str = "input") -> tuple[np.ndarray, float]:
+    """The image at the pyramid's output size, and the width factor that keeps its aspect.
+
+    The output has the finest scale's height. An image of the training
+    aspect (to within a pixel) gets the finest scale's width; another
+    aspect is kept, and the whole pyramid runs ``scale_h`` times as wide
+    (the nets are fully convolutional) - said in one log line.
+
+    Returns:
+        ([H, W', 3] image, scale_h).
+    """
+    h, w = image.shape[:2]
+    run_h, run_w = pyramid.sizes[-1]
+    scale_h = 1.0
+    if abs(w * run_h / h - run_w) > 1.0:
+        scale_h = (w / h) / (run_w / run_h)
+    size = noise_sizes(pyramid.sizes, scale_h)[-1]
+    if scale_h != 1.0:
+        log.info(
+            "%s: aspect %.2f (%dx%d) differs from the run's %.2f (%dx%d); resized to %dx%d, keeping its "
+            "aspect (the pyramid runs %.2fx as wide)",
+            name,
+            w / h,
+            w,
+            h,
+            run_w / run_h,
+            run_w,
+            run_h,
+            size[1],
+            size[0],
+            scale_h,
+        )
+    elif (h, w) != size:
+        log.info("%s: %dx%d resized to the run's %dx%d", name, w, h, size[1], size[0])
+    return resize(image, size), scale_h
+
+
+# -- paint-to-image ----------------------------------------------------------
+def paint2image(
+    pyramid: Pyramid, paint: np.ndarray, scale: int, seed: int = 0, noise_scale: float = 1.0
+) -> np.ndarray:
+    """Turn a paint into an image: inject it at ``scale`` (paper section 4, Fig. 8).
+
+    Args:
+        pyramid: a trained pyramid.
+        paint: [H, W, 3] in [-1, 1], any size (see ``fit_to_pyramid``).
+        scale: K in 1..N; the paint, downscaled to scale K-1's size, replaces
+            out_{K-1}. Coarse K keeps only the paint's layout and colours.
+        seed: noise of scales K..N.
+        noise_scale: multiplies that noise (0: only the learned detail).
+
+    Returns:
+        [H, W', 3] float32 at the finest scale's height.
+    """
+    pyramid.check_injection_scale(scale)
+    fitted, scale_h = fit_to_pyramid(pyramid, paint, "paint")
+    return pyramid.inject(fitted, scale, seed, noise_scale, scale_h=scale_h)[0]
+
+
+# -- harmonization and editing -----------------------------------------------
+MASK_THRESHOLD = 0.15  # per-channel difference (in [-1, 1] units) that marks a changed pixel
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskShape:
+    """How a mask is grown and softened, in fractions of the image's shorter side."""
+
+    dilate: float  # a derived mask grows by this much around the changed pixels
+    feather: float  # width of the soft edge inside the mask
+
+
+HARMONIZE_MASK = MaskShape(dilate=0.03, feather=0.03)
+EDIT_MASK = MaskShape(dilate=0.06, feather=0.05)  # edits leave seams wider than a pasted object's
+
+
+def _radius(size: Size, fraction: float) -> int:
+    return max(1, round(min(size) * fraction))
+
+
+def _max_filter(mask: np.ndarray, radius: int) -> np.ndarray:
+    k = 2 * radius + 1
+    return tf.nn.max_pool2d(mask[None], k, 1, "SAME")[0].numpy()
+
+
+def _box_blur(mask: np.ndarray, radius: int) -> np.ndarray:
+    k = 2 * radius + 1  # SAME average pooling averages over the in-image pixels only
+    return tf.nn.avg_pool2d(mask[None], k, 1, "SAME")[0].numpy()
+
+
+def derive_mask(image: np.ndarray, reference: np.ndarray, dilate: int) -> np.ndarray:
+    """Where ``image`` differs from ``reference`` (same size): [H, W, 1] of 0/1.
+
+    A pixel counts as changed when its largest per-channel difference,
+    averaged over its 3x3 neighbourhood, is above ``MASK_THRESHOLD`` (so lone
+    compression-noise pixels do not count); the region is then dilated by
+    ``dilate`` pixels to cover the seam.
+    """
+    diff = np.max(np.abs(image - reference), axis=-1, keepdims=True)
+    changed = (_box_blur(diff, 1) > MASK_THRESHOLD).astype(np.float32)
+    if not changed.any():
+        raise InputError("the input does not differ from the training image; give a --mask")
+    return _max_filter(changed, dilate)
+
+
+def feather(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Soften a mask inward: ``mask * blur(mask)``, so it stays exactly 0 where it was 0."""
+    return mask * _box_blur(mask, radius)
+
+
+@dataclasses.dataclass(frozen=True)
+class Blended:
+    """Result of ``harmonize`` / ``edit``; every array at the output size.
+
+    Attributes:
+        image: [H, W, 3] ``mask * generated + (1 - mask) * input``.
+        generated: [H, W, 3] the pyramid's output before blending.
+        mask: [H, W, 1] blending weights (1: generated, 0: the input's pixel).
+        input: [H, W, 3] the naive / edited image at the output size.
+    """
+
+    image: np.ndarray
+    generated: np.ndarray
+    mask: np.ndarray
+    input: np.ndarray
+
+
+def _trainable_copy(net, build, config: TrainConfig, scale: int):
+    copy = build(config.channels(scale), config.num_layers, config.kernel_size, dtype=dtype_policy(config))
+    copy.set_weights(net.get_weights())
+    copy.trainable = True
+    return copy
+
+
+def fine_tune(
+    pyramid: Pyramid,
+    image: np.ndarray,
+    scale: int,
+    iters: int,
+    critics: Sequence[PatchCritic],
+    scale_h: float = 1.0,
+) -> Pyramid:
+    """A copy of ``pyramid`` whose scales ``scale``..N trained ``iters`` more iterations on ``image``.
+
+    Later work (Hinz et al., "Improved techniques for training single-image
+    GANs", 2021) fine-tunes on the naive image for better harmonization.
+    Each scale n is trained as in training (adversarial + reconstruction,
+    same optimizer settings) with ``image`` as x_n and ``up(image_{n-1})`` as
+    its reconstruction input, so G_n learns to map the injected image's
+    coarser scale to the image. Works on copies: the given pyramid, the
+    critics and the run directory stay untouched.
+
+    Args:
+        image: [H, W, 3] at the output size (see ``fit_to_pyramid``).
+        critics: the run's trained critics D_0..D_N
+            (``rundir.load_nets(run, config, n, critics=True)``).
+        scale_h: width factor of ``image`` relative to the training size.
+    """
+    pyramid.check_injection_scale(scale)
+    if iters < 1:
+        raise ConfigError("fine-tuning needs >= 1 iteration")
+    config = pyramid.config.replace(iters=iters)
+    sizes = noise_sizes(pyramid.sizes, scale_h)
+    reals = [tf.constant(resize(image, size)[None]) for size in sizes]
+    generators: list[ScaleGenerator] = list(pyramid.generators)
+    for n in range(scale, pyramid.num_scales):
+        g = _trainable_copy(generators[n], build_generator, config, n)
+        d = _trainable_copy(critics[n], build_critic, config, n)
+        prev = upsample(reals[n - 1], sizes[n])
+        trainer = ScaleTrainer(
+            config,
+            n,
+            reals[n],
+            g,
+            d,
+            generators[:n],
+            pyramid.noise_amps[:n],
+            sizes[:n],
+            pyramid.noise_amps[n],
+            (prev, prev),
+        )
+        last = trainer.run(0, iters)
+        g.trainable = False
+        generators[n] = g
+        log.info(
+            "fine-tuned scale %d for %d iterations (reconstruction RMSE %.4f)", n, iters, last["rec_rmse"]
+        )
+    return dataclasses.replace(pyramid, generators=generators)
+
+
+def inject_and_blend(
+    pyramid: Pyramid,
+    image: np.ndarray,
+    scale: int,
+    shape: MaskShape,
+    mask: np.ndarray | None = None,
+    training_image: np.ndarray | None = None,
+    fine_tune_iters: int = 0,
+    critics: Sequence[PatchCritic] | None = None,
+    seed: int = 0,
+    noise_scale: float = 1.0,
+    name: str = "input",
+) -> Blended:
+    """Inject ``image`` at ``scale``, run scales K..N, blend with a mask (``harmonize``, ``edit``).
+
+    A given mask is resized to the output size if needed and used as is,
+    only feathered inward: where it is 0, the result is exactly the input's
+    pixel. Without a mask, one is derived from the difference to
+    ``training_image`` and dilated (``shape``).
+    """
+    pyramid.check_injection_scale(scale)
+    if fine_tune_iters and critics is None:
+        raise ConfigError("fine-tuning needs the run's critics")
+    fitted, scale_h = fit_to_pyramid(pyramid, image, name)
+    size = fitted.shape[:2]
+    if mask is not None:
+        if mask.shape[:2] != image.shape[:2]:
+            log.info(
+                "mask: %dx%d resized to the %s's %dx%d",
+                mask.shape[1],
+                mask.shape[0],
+                name,
+                *image.shape[1::-1],
+            )
+        mask = tf.clip_by_value(tf.image.resize(mask, size, "bilinear"), 0.0, 1.0).numpy()
+        if not mask.any():
+            raise InputError("the mask is empty (all black); white marks the region to change")
+    elif training_image is None:
+        raise ConfigError("without a mask, the training image is needed to derive one")
+    elif scale_h != 1.0:
+        raise InputError(f"the {name}'s aspect differs from the training image's; give a --mask")
+    else:
+        mask = derive_mask(fitted, resize(training_image, size), _radius(size, shape.dilate))
+        log.info(
+            "mask: derived from the difference to the training image (%.1f%% of the pixels)",
+            100 * mask.mean(),
+        )
+    if fine_tune_iters:
+        pyramid = fine_tune(pyramid, fitted, scale, fine_tune_iters, critics, scale_h)
+    generated = pyramid.inject(fitted, scale, seed, noise_scale, scale_h=scale_h)[0]
+    weights = feather(mask, _radius(size, shape.feather))
+    blended = weights * generated + (1.0 - weights) * fitted
+    return Blended(image=blended, generated=generated, mask=weights, input=fitted)
+
+
+def harmonize(
+    pyramid: Pyramid, naive: np.ndarray, scale: int, mask: np.ndarray | None = None, **kwargs
+) -> Blended:
+    """Harmonize an object pasted onto the training image (paper Fig. 10).
+
+    Args:
+        naive: [H, W, 3] the training image with the pasted object.
+        scale: K, a mid scale: the object's layout is kept, its colours and
+            texture are redrawn from the training image's patches.
+        mask: [H, W, 1] in [0, 1] (1 = the object), or None to derive it from
+            ``training_image=``.
+        **kwargs: ``training_image``, ``fine_tune_iters``, ``critics``,
+            ``seed``, ``noise_scale`` (see ``inject_and_blend``).
+    """
+    return inject_and_blend(pyramid, naive, scale, HARMONIZE_MASK, mask, name="naive image", **kwargs)
+
+
+def edit(
+    pyramid: Pyramid, edited: np.ndarray, scale: int, mask: np.ndarray | None = None, **kwargs
+) -> Blended:
+    """Blend a copy-paste edit of the training image into it (paper Fig. 11); as ``harmonize``,
+    with a wider derived mask and soft edge."""
+    return inject_and_blend(pyramid, edited, scale, EDIT_MASK, mask, name="edited image", **kwargs)
+
+
+# -- super-resolution --------------------------------------------------------
+SR_ALPHA = 100.0  # reconstruction weight of the SR setting
+SR_STEP = 2 ** (1 / 3)  # upsampling per step the paper starts from
+
+
+def sr_steps(factor: float) -> tuple[int, float]:
+    """(k, r): k steps of 1/r with ``r**-k == factor`` exactly and r close to 2^(-1/3)."""
+    if not factor > 1.0:
+        raise ConfigError(f"--factor must be > 1, got {factor:g}")
+    k = max(1, round(math.log(factor) / math.log(SR_STEP)))
+    return k, factor ** (-1.0 / k)
+
+
+def sr_config(base: TrainConfig, factor: float, alpha: float = SR_ALPHA) -> TrainConfig:
+    """``base`` with the SR settings: reconstruction weight ``alpha``, scale factor r of ``sr_steps``."""
+    return base.replace(alpha=alpha, scale_factor=sr_steps(factor)[1])
+
+
+def train_sr(
+    config: TrainConfig,
+    image: np.ndarray,
+    factor: float,
+    out,
+    callbacks: Sequence[TrainingCallback] = (),
+    resume: bool = False,
+    alpha: float = SR_ALPHA,
+) -> TrainResult:
+    """Train the SR pyramid of ``image`` (``train_pyramid`` with ``sr_config``)."""
+    return train_pyramid(sr_config(config, factor, alpha), image, out, callbacks, resume)
+
+
+def super_resolve(
+    pyramid: Pyramid, image: np.ndarray, factor: float, seed: int = 0, noise_scale: float = 1.0
+) -> np.ndarray:
+    """Upsample ``image`` ``factor`` times with the finest generator (paper section 4, Fig. 9).
+
+    k times (``sr_steps``): upsample by 1/r (the pyramid's upsampling op)
+    and run G_N with its noise amplitude on fresh noise. Step i's size is
+    ``round(size * factor**(i/k))``, so the result is exactly
+    ``round(size * factor)``.
+
+    Args:
+        pyramid: ideally trained with ``train_sr`` on ``image``.
+        image: [H, W, 3], the low-resolution image (the run's training image).
+
+    Returns:
+        [round(H * factor), round(W * factor), 3] float32.
+    """
+    k, _ = sr_steps(factor)
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(seed)
+    out = tf.constant(np.asarray(image, np.float32)[None])
+    for i in range(1, k + 1):
+        size = (round(h * factor ** (i / k)), round(w * factor ** (i / k)))
+        z = noise_scale * rng.standard_normal((1, *size, 3), dtype=np.float32)
+        out = run_pyramid(pyramid.generators[-1:], pyramid.noise_amps[-1:], [z], prev=out)
+    return out[0].numpy()
+
+
+# -- animation ---------------------------------------------------------------
+def walk_noise(
+    pyramid: Pyramid,
+    frames: int,
+    start_scale: int,
+    alpha: float = 0.1,
+    beta: float = 0.9,
+    seed: int = 0,
+    scale_h: float = 1.0,
+    scale_v: float = 1.0,
+) -> list[np.ndarray]:
+    """Per-scale noise of ``frames`` frames, [T, h_n, w_n, C] each.
+
+    Scales n < K follow a momentum random walk pulled toward the
+    reconstruction noise z_rec (z* at scale 0, zeros above), as in the
+    paper's animation:
+    ``z_t = alpha * z_rec + (1 - alpha) * (z_{t-1} + beta * (z_{t-1} - z_{t-2}) + (1 - beta) * eps_t)``,
+    starting at z_rec. Scales n >= K keep one fixed noise draw.
+    """
+    if frames < 2:
+        raise ConfigError("--frames must be >= 2")
+    if not 1 <= start_scale <= pyramid.num_scales:
+        raise ConfigError(f"animation start scale must be in 1..{pyramid.num_scales}, got {start_scale}")
+    if not (0.0 <= alpha <= 1.0 and 0.0 <= beta < 1.0):
+        raise ConfigError("--alpha must be in [0, 1] and --beta in [0, 1)")
+    sizes = noise_sizes(pyramid.sizes, scale_h, scale_v)
+    fixed = pyramid.noise(seed, 1, scale_h, scale_v)
+    rec = pyramid.rec_noises(sizes)
+    rng = np.random.default_rng([seed, 0xA417])
+    noises = [np.repeat(z, frames, axis=0) for z in fixed]
+    for n in range(start_scale):
+        z_prev = z_prev2 = rec[n][0]
+        for t in range(frames):
+            eps = rng.standard_normal(z_prev.shape, dtype=np.float32)
+            z = alpha * rec[n][0] + (1 - alpha) * (z_prev + beta * (z_prev - z_prev2) + (1 - beta) * eps)
+            noises[n][t] = z
+            z_prev2, z_prev = z_prev, z
+    return noises
+
+
+def animate(pyramid: Pyramid, frames: int, start_scale: int, batch_size: int = 8, **walk) -> np.ndarray:
+    """Frames of a single-image animation (paper section 4, Fig. 12): [T, H, W, 3].
+
+    ``walk``: ``alpha``, ``beta``, ``seed``, ``scale_h``, ``scale_v`` of ``walk_noise``.
+    """
+    noises = walk_noise(pyramid, frames, start_scale, **walk)
+    out = [
+        pyramid.generate([z[t : t + batch_size] for z in noises]).numpy()
+        for t in range(0, frames, batch_size)
+    ]
+    return np.concatenate(out, axis=0)
+
+
+ANIMATION_FORMATS = (".gif", ".mp4")
+
+
+def check_animation_path(path: str | os.PathLike) -> Path:
+    """The output path, if its format can be written here (MP4 needs imageio-ffmpeg)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ANIMATION_FORMATS:
+        raise ConfigError(f"{path.name}: animations are written as {' or '.join(ANIMATION_FORMATS)}")
+    if suffix == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or write a .gif"
+            ) from None
+    return path
+
+
+def _gif_bytes(frames: np.ndarray, fps: float) -> bytes:
+    # One palette for all frames (from a strip of them): per-frame palettes flicker.
+    strip = Image.fromarray(np.concatenate(frames[:: max(1, len(frames) // 16)], axis=0))
+    palette = strip.quantize(256)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(
+        buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+    )
+    return buf.getvalue()
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    import imageio_ffmpeg
+
+    # H.264 in yuv420p needs even sides: repeat the last row/column if odd.
+    h, w = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+    os.close(fd)
+    try:
+        writer = imageio_ffmpeg.write_frames(tmp, frames.shape[2:0:-1], fps=fps, macro_block_size=2)
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_animation(frames: np.ndarray, path: str | os.PathLike, fps: float, info: dict) -> list[Path]:
+    """Write frames as a GIF (Pillow) or MP4 (imageio-ffmpeg), plus ``<path>.json``
+    with the frame count, size, fps and ``info``. Both atomically.
+
+    Returns:
+        The paths written.
+    """
+    path = check_animation_path(path)
+    if not fps > 0:
+        raise ConfigError("--fps must be > 0")
+    pixels = to_uint8(frames)
+    if path.suffix.lower() == ".gif":
+        atomic_write_bytes(path, _gif_bytes(pixels, fps))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_mp4(pixels, path, fps)
+    meta = {"frames": len(frames), "height": frames.shape[1], "width": frames.shape[2], "fps": fps, **info}
+    meta_path = path.with_suffix(".json")
+    atomic_write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
+    return [path, meta_path]
