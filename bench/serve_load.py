@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{result['requests']} requests in {result['seconds']:.0f} s: {result['requests_per_s']:.2f}/s, "
         f"p50 {result['latency_ms']['p50']:.0f} ms, p99 {result['latency_ms']['p99']:.0f} ms, "
         f"errors {result['errors']}, server RSS {result['server_before']['rss_mb']} -> "
-        f"{result['server_after']['rss_mb']} MB (peak {result['server_after']['peak_rss_mb']})"
+        f"{result['server_after']['rss_mb']} MB (peak {result['server_after']['peak_rss_mb']}); "
+        f"RSS every 5 s {[mb for _, mb in result['server_rss_timeline']]}"
     )
 
 
@@ -146,6 +147,10 @@ def _load(args, server, url, name, Client, ClientError) -> dict:
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.clients)]
     for t in threads:
         t.start()
+    timeline = []  # (seconds, RSS MB) every ~5 s: flat after the first requests, or a leak
+    while any(t.is_alive() for t in threads):
+        time.sleep(5.0)
+        timeline.append((round(time.monotonic() - t0, 1), rss_mb(server.pid)["rss_mb"]))
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
@@ -170,6 +175,7 @@ def _load(args, server, url, name, Client, ClientError) -> dict:
         "error_examples": errors[:3],
         "server_before": before,
         "server_after": after,
+        "server_rss_timeline": timeline,
     }
 
 
