@@ -88,8 +88,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation of the training step")
     p.add_argument(
         "--precision",
-        choices=["float32", "mixed_bfloat16"],
-        help="compute precision (default float32)",
+        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        help="compute precision (default float32; bfloat16 on AVX-512-BF16 CPUs and Ampere+ GPUs, "
+        "float16 with loss scaling on GPUs)",
     )
     p.add_argument("--deterministic", action="store_true", help="TF op determinism (reproducible on CPU)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between mid-scale checkpoints (100)")

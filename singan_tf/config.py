@@ -14,7 +14,7 @@ from typing import Any, Literal
 from singan_tf.errors import ConfigError
 
 # float16 would need loss scaling (not wired in yet); bfloat16 has float32's range.
-Precision = Literal["float32", "mixed_bfloat16"]
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 JitMode = Literal["auto", "on", "off"]
 
 
@@ -80,8 +80,8 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
             (self.jit_compile in ("auto", "on", "off"), "--jit must be auto, on or off"),
             (
-                self.precision in ("float32", "mixed_bfloat16"),
-                "--precision must be float32 or mixed_bfloat16",
+                self.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
+                "--precision must be float32, mixed_bfloat16 or mixed_float16",
             ),
         ]
         for ok, message in checks:

@@ -128,6 +128,46 @@ def dtype_policy(config: TrainConfig) -> str | None:
     return None if config.precision == "float32" else config.precision
 
 
+class LossScale:
+    """Dynamic loss scaling for float16 training.
+
+    float16 gradients of small losses underflow; the loss is scaled up
+    before the backward pass (as ``output_gradients``, so the forward graph
+    is untouched) and the gradients scaled back down. A step whose gradients
+    are not finite is skipped and the scale halved; after ``growth_interval``
+    finite steps in a row it doubles. Written here rather than wrapping the
+    optimizer so the skip is one ``tf.cond`` inside the fused iteration.
+    """
+
+    def __init__(self, initial: float = 2.0**15, growth_interval: int = 2000):
+        self.scale = tf.Variable(initial, trainable=False, dtype=tf.float32, name="loss_scale")
+        self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="loss_scale_good_steps")
+        self.growth_interval = growth_interval
+
+    @property
+    def variables(self) -> list[tf.Variable]:
+        return [self.scale, self.good_steps]
+
+    def minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer) -> None:
+        grads = tape.gradient(loss, variables, output_gradients=self.scale)
+        grads = [g / self.scale for g in grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+        def step():
+            optimizer.apply(grads, variables)
+            grow = self.good_steps + 1 >= self.growth_interval
+            self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
+            self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps + 1))
+            return tf.constant(True)
+
+        def skip():
+            self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
+            self.good_steps.assign(0)
+            return tf.constant(False)
+
+        tf.cond(finite, step, skip)
+
+
 class ScaleTrainer:
     """Adversarial + reconstruction training of one scale.
 
@@ -171,6 +211,9 @@ class ScaleTrainer:
         self.d_opt = self._adam(config.lr_d, config.critic_steps)
         self.g_opt.build(generator.trainable_variables)
         self.d_opt.build(critic.trainable_variables)
+        self.loss_scales = (
+            (LossScale(), LossScale()) if config.precision == "mixed_float16" else None
+        )  # (critic, generator)
         self.jit = use_xla(config, tuple(real.shape[1:3]))
         # No data-dependent Python control flow inside: autograph only slows tracing.
         self._iteration = tf.function(self._iteration_impl, jit_compile=self.jit, autograph=False)
@@ -211,8 +254,7 @@ class ScaleTrainer:
             d_fake = tf.reduce_mean(critic(fake, training=True))
             gp = gradient_penalty(lambda x: critic(x, training=True), self.real, fake, mix)
             d_loss = d_fake - d_real + self.config.gp_weight * gp
-        grads = tape.gradient(d_loss, critic.trainable_variables)
-        self.d_opt.apply(grads, critic.trainable_variables)
+        self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
         return {"d_loss": d_loss, "gp": gp, "d_real": d_real, "d_fake": d_fake}
 
     def _generator_step(self, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -222,9 +264,14 @@ class ScaleTrainer:
             adv = -tf.reduce_mean(self.critic(fake, training=True))
             rec = reconstruction_loss(gen((self.rec_x, self.rec_prev), training=True), self.real)
             g_loss = adv + self.config.alpha * rec
-        grads = tape.gradient(g_loss, gen.trainable_variables)
-        self.g_opt.apply(grads, gen.trainable_variables)
+        self._minimize(tape, g_loss, gen.trainable_variables, self.g_opt, 1)
         return {"g_loss": g_loss, "adv_loss": adv, "rec_loss": rec}
+
+    def _minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer, which: int) -> None:
+        if self.loss_scales is None:
+            optimizer.apply(tape.gradient(loss, variables), variables)
+        else:
+            self.loss_scales[which].minimize(tape, loss, variables, optimizer)
 
     def _iteration_impl(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """3 critic steps, then 3 generator steps (paper Alg. / DESIGN section 4)."""
@@ -248,6 +295,7 @@ class ScaleTrainer:
             "critic": self.critic.get_weights(),
             "g_opt": [v.numpy() for v in self.g_opt.variables],
             "d_opt": [v.numpy() for v in self.d_opt.variables],
+            "loss_scale": [v.numpy() for ls in self.loss_scales or () for v in ls.variables],
         }
 
     def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
@@ -256,6 +304,9 @@ class ScaleTrainer:
         for opt, values in ((self.g_opt, state["g_opt"]), (self.d_opt, state["d_opt"])):
             for var, value in zip(opt.variables, values, strict=True):
                 var.assign(value)
+        scale_vars = [v for ls in self.loss_scales or () for v in ls.variables]
+        for var, value in zip(scale_vars, state.get("loss_scale", []), strict=False):
+            var.assign(value)
 
     def run(self, start: int, stop: int, on_metrics=None, on_checkpoint=None) -> dict[str, float]:
         """Run iterations [start, stop).

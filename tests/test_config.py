@@ -66,7 +66,7 @@ def test_presets():
         ({"min_size": 5}, "--min-size"),
         ({"alpha": -1.0}, "--alpha"),
         ({"precision": "float64"}, "--precision"),
-        ({"precision": "mixed_float16"}, "--precision must be float32 or mixed_bfloat16"),
+        ({"precision": "float16"}, "--precision must be float32, mixed_bfloat16 or mixed_float16"),
     ],
 )
 def test_invalid_values_rejected_up_front(change, message):

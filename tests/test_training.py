@@ -186,7 +186,7 @@ def test_sample_cli_writes_pngs(trained_run, tmp_path):
     assert (out / "contact_sheet.png").is_file()
 
 
-@pytest.mark.parametrize("precision", ["mixed_bfloat16"])
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_step(rocket, precision):
     from singan_tf.training import dtype_policy
 
@@ -203,3 +203,37 @@ def test_mixed_precision_step(rocket, precision):
     assert all(np.isfinite(v) for v in metrics.values())
     assert any(not np.array_equal(a, b) for a, b in zip(before, g.get_weights(), strict=True))
     assert g((prev, prev), training=False).dtype == tf.float32  # images stay float32
+    state = t.state()  # float16's loss scales are part of a resumable checkpoint
+    assert len(state["loss_scale"]) == (4 if precision == "mixed_float16" else 0)
+    if state["loss_scale"]:
+        t.loss_scales[0].scale.assign(1.0)
+        t.load_state(state)
+        assert float(t.loss_scales[0].scale.numpy()) == float(state["loss_scale"][0])
+
+
+def test_loss_scale_skips_overflow_and_grows():
+    """float16's dynamic loss scale: a non-finite step changes nothing and halves the
+    scale; finite steps apply the unscaled gradient and double it every interval."""
+    import keras
+
+    from singan_tf.training import LossScale
+
+    ls = LossScale(initial=8.0, growth_interval=2)
+    w = tf.Variable([1.0, 2.0])
+    opt = keras.optimizers.SGD(0.5)
+    opt.build([w])
+
+    @tf.function(autograph=False)
+    def step(factor):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(w * w) * factor
+        ls.minimize(tape, loss, [w], opt)
+
+    step(tf.constant(np.inf, tf.float32))
+    np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
+    assert float(ls.scale.numpy()) == 4.0
+    step(tf.constant(1.0))  # gradient 2w, unscaled: w - 0.5 * 2w = 0
+    np.testing.assert_allclose(w.numpy(), [0.0, 0.0])
+    assert float(ls.scale.numpy()) == 4.0 and int(ls.good_steps.numpy()) == 1
+    step(tf.constant(1.0))
+    assert float(ls.scale.numpy()) == 8.0 and int(ls.good_steps.numpy()) == 0
