@@ -28,15 +28,19 @@ class ProgressBar:
         self.cost = [h * w * c * c for (h, w), c in zip(sizes, channels, strict=True)]
         self.file = file or sys.stderr
         self.bar: tqdm | None = None
+        self.scale: int | None = None  # the scale in training, for progress within it
         self.t0 = time.perf_counter()
         self.done_cost = 0.0
 
     def _eta(self) -> str:
-        if not self.done_cost:
+        done = self.done_cost
+        if self.bar is not None and self.scale is not None and self.bar.total:
+            done += self.cost[self.scale] * min(self.bar.n, self.bar.total) / self.bar.total
+        if not done:
             return "?"
         elapsed = time.perf_counter() - self.t0
-        left = sum(self.cost) - self.done_cost
-        return f"{elapsed * left / self.done_cost / 60:.1f} min"
+        left = sum(self.cost) - done
+        return f"{elapsed * left / done / 60:.1f} min"
 
     def on_scale_begin(self, scale: int, info: dict) -> None:
         h, w = info["size"]
@@ -44,6 +48,7 @@ class ProgressBar:
             f"scale {scale + 1}/{info['num_scales']} {w}x{h} {info['channels']}ch "
             f"amp {info['noise_amp']:.3g}{' xla' if info.get('xla') else ''}"
         )
+        self.scale = scale
         self.bar = tqdm(total=info["iters"], desc=desc, file=self.file, dynamic_ncols=True, leave=True)
         self.bar.set_postfix_str(f"total ETA {self._eta()}")
 
@@ -63,6 +68,7 @@ class ProgressBar:
     def on_scale_end(self, scale: int, info: dict, pyramid: Pyramid) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.bar, self.scale = None, None
         self.done_cost += self.cost[scale]
 
 
