@@ -4,6 +4,7 @@ train-speed   ms/iteration per scale of the paper preset (plain vs XLA)
 infer-speed   latency/throughput per runtime (TF, SavedModel, onnxruntime, int8)
 peak          this machine's conv/matmul peak, for achieved/peak ratios
 quick-train   wall time, peak RSS and quality of a whole quick-preset run
+preset-sweep  quality (SWD, diversity) against training time for several settings
 serve-load    throughput, latency and memory of `python -m serving` under concurrent clients
 sr-quality    super-resolution PSNR/SSIM vs bicubic on a held-out original
 plot          bench/results/train_speed.png from the train-speed results
@@ -17,6 +18,7 @@ BENCHMARKS = {
     "infer-speed": "bench.infer_speed",
     "peak": "bench.peak",
     "quick-train": "bench.quick_train",
+    "preset-sweep": "bench.preset_sweep",
     "serve-load": "bench.serve_load",
     "sr-quality": "bench.sr_quality",
     "plot": "bench.plot",

@@ -1,0 +1,128 @@
+"""Quality against training time for several training settings: the data for choosing a fast preset.
+
+Each setting (``key=value`` overrides of the paper preset's ``TrainConfig``,
+e.g. ``iters=500`` or ``iters=500,max_channels=64``) trains the same image
+in a fresh subprocess (so wall time and peak RSS are its own), then
+``singan_tf.evaluate`` scores it: patch SWD to the training image,
+diversity, reconstruction RMSE. Results go to one JSON and a plot
+(SWD and diversity against wall time).
+
+    python -m bench preset-sweep --max-size 64 --settings iters=2000 iters=1000 iters=500 --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import machine_info, write_result
+
+TRAIN = (
+    "import json, sys\n"
+    "from singan_tf.config import TrainConfig\n"
+    "from singan_tf.images import bundled_image, load_image\n"
+    "from singan_tf.training import train_pyramid\n"
+    "overrides, image, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
+    "config = TrainConfig.from_preset('paper', **overrides)\n"
+    "train_pyramid(config, load_image(image or bundled_image('rocket.jpg')), out)\n"
+)
+
+
+def parse_setting(text: str) -> dict:
+    """``iters=500,max_channels=64`` -> {"iters": 500, "max_channels": 64}."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def run_one(overrides: dict, image: str, num: int) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = Path(tempfile.mkdtemp(prefix="singan-sweep-")) / "run"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", TRAIN, json.dumps(overrides), image, str(run)], check=True, env=env)
+    wall = time.perf_counter() - t0
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    metrics = run / "eval" / "metrics.json"
+    subprocess.run(
+        [sys.executable, "-m", "singan_tf.evaluate", str(run), "--num", str(num), "--out", str(metrics)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    manifest = json.loads((run / "pyramid.json").read_text())
+    return {
+        "overrides": overrides,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb_max_so_far": round(peak, 1),
+        "scales": [(s["size"], s["channels"], s["seconds"]) for s in manifest["scales"]],
+        "metrics": json.loads(metrics.read_text()),
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = ((axes[0], "patch_swd", "patch SWD (lower is better)"), (axes[1], "diversity", "diversity"))
+    for ax, key, label in panels:
+        for row in result["runs"]:
+            name = ",".join(f"{k}={v}" for k, v in row["overrides"].items() if k != "seed")
+            value = row["metrics"][key]
+            ax.scatter(row["wall_s"] / 60, value)
+            ax.annotate(f"{name} s{row['overrides'].get('seed', 0)}", (row["wall_s"] / 60, value), fontsize=7)
+        ax.set_xlabel("training wall time (min)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    machine = result["machine"]
+    fig.suptitle(f"max_size {result['max_size']}, {machine['cpu']}, {machine['cores']} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default="", help="training image (default: the bundled rocket.jpg)")
+    parser.add_argument("--max-size", type=int, default=250)
+    parser.add_argument("--settings", nargs="+", default=["iters=2000", "iters=1000", "iters=500"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--num", type=int, default=50, help="samples scored per run")
+    parser.add_argument("--out", default="bench/results/preset_sweep.json")
+    args = parser.parse_args(argv)
+    runs = []
+    for setting in args.settings:
+        for seed in args.seeds:
+            overrides = {"max_size": args.max_size, **parse_setting(setting), "seed": seed}
+            row = run_one(overrides, args.image, args.num)
+            print(json.dumps({k: row[k] for k in ("overrides", "wall_s", "metrics")}), flush=True)
+            runs.append(row)
+    result = {
+        "benchmark": "preset_sweep",
+        "max_size": args.max_size,
+        "image": args.image or "bundled rocket.jpg",
+        "machine": machine_info(),
+        "runs": runs,
+    }
+    out = Path(args.out)
+    write_result(out, result)
+    plot(result, out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
