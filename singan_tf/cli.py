@@ -25,9 +25,13 @@ EXIT_TRAINING_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
-def _quiet_tensorflow() -> None:
-    # Must run before TensorFlow is imported; the user's setting wins.
+def _prepare_tensorflow(args: argparse.Namespace) -> None:
+    # Must run before TensorFlow is imported; the user's settings win.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if getattr(args, "deterministic", False):
+        # oneDNN's multi-threaded kernels differ run to run in the last bits (and GAN
+        # training amplifies that); TensorFlow's own CPU kernels with op determinism do not.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -599,7 +603,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 
 def _parse_and_run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
-    _quiet_tensorflow()
+    _prepare_tensorflow(args)
     _setup_logging(getattr(args, "verbose", False))
     return args.func(args)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -399,6 +400,11 @@ def train_pyramid(
     run = out if isinstance(out, RunDir) else RunDir(out)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+        if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+            log.warning(
+                "deterministic: oneDNN kernels are on, so runs may differ in the last bits; set "
+                "TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow (the CLI does) for bit-identical runs"
+            )
     if run.exists():
         if not resume:
             raise InputError(f"{run.path} already holds a run; resume it or choose another directory")
