@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -50,11 +49,13 @@ def parse_setting(text: str) -> dict:
 def run_one(overrides: dict, image: str, num: int) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     run = Path(tempfile.mkdtemp(prefix="singan-sweep-")) / "run"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", TRAIN, json.dumps(overrides), image, str(run)], check=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN, json.dumps(overrides), image, str(run)], env=env)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the max over all children
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args)
     metrics = run / "eval" / "metrics.json"
     subprocess.run(
         [sys.executable, "-m", "singan_tf.evaluate", str(run), "--num", str(num), "--out", str(metrics)],
@@ -66,7 +67,7 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
     return {
         "overrides": overrides,
         "wall_s": round(wall, 1),
-        "peak_rss_mb_max_so_far": round(peak, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "scales": [(s["size"], s["channels"], s["seconds"]) for s in manifest["scales"]],
         "metrics": json.loads(metrics.read_text()),
     }

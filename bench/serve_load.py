@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import machine_info, write_result
+from serving import Client, ClientError
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -72,8 +73,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from serving import Client, ClientError
-
     with tempfile.TemporaryDirectory() as tmp:
         folder, name = exported_models(args, Path(tmp))
         port = free_port()
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             text=True,
         )
         try:
-            result = _load(args, server, url, name, Client, ClientError)
+            result = _load(args, server, url, name)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def _load(args, server, url, name, Client, ClientError) -> dict:
+def _load(args, server, url: str, name: str) -> dict:
     client = Client(url, name, timeout=300)
     deadline = time.monotonic() + 120
     while True:

@@ -62,6 +62,7 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app serving ``models`` (see ``serving.models.discover``)."""
     limits = limits or rest.Limits()
+    page_html = PAGE.read_text(encoding="utf-8")
     gate = threading.BoundedSemaphore(max(1, concurrency))
 
     def bounded(work):
@@ -83,7 +84,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(page_html)
 
     @app.get("/api/models")
     async def list_models():

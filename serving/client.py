@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.sampler import SamplerError, recipe_noise
+from serving.sampler import SamplerError, rec_noise_from, recipe_noise
 
 
 class ClientError(RuntimeError):
@@ -133,8 +133,9 @@ class Client:
         """Unit noise for ``serving_default`` by the exported recipe: the same seed gives the
         same image as ``singan_tf``'s sampler and ``serving.Sampler``, on any backend."""
         meta = self.pyramid()
-        rec = np.asarray(meta["rec_noise"]["values"], np.float32).reshape(meta["rec_noise"]["shape"])
         try:
-            return recipe_noise(meta["sizes"], rec, seed, batch, scale_h, scale_v, start_scale)
+            return recipe_noise(
+                meta["sizes"], rec_noise_from(meta), seed, batch, scale_h, scale_v, start_scale
+            )
         except SamplerError as err:
             raise ValueError(str(err)) from None

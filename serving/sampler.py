@@ -39,6 +39,12 @@ def _resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (top * (1 - fy)[None, :, None, None] + bot * fy[None, :, None, None]).astype(np.float32)
 
 
+def rec_noise_from(metadata: dict) -> np.ndarray:
+    """z*, the reconstruction noise stored in the exported metadata, [1, h_0, w_0, 1]."""
+    rec = metadata["rec_noise"]
+    return np.asarray(rec["values"], np.float32).reshape(rec["shape"])
+
+
 def noise_sizes(sizes, scale_h: float = 1.0, scale_v: float = 1.0) -> list[tuple[int, int]]:
     """Each scale's noise size for an output scaled by (scale_v, scale_h): half up, at least 1."""
     if not (scale_h > 0 and scale_v > 0 and math.isfinite(scale_h) and math.isfinite(scale_v)):
@@ -109,8 +115,7 @@ class Sampler:
             raise SamplerError(f"{self.path}: no singan-tf metadata in the model")
         self.metadata = json.loads(props[METADATA_KEY])
         self.sizes = [tuple(s) for s in self.metadata["sizes"]]
-        rec = self.metadata["rec_noise"]
-        self.rec_noise = np.asarray(rec["values"], np.float32).reshape(rec["shape"])
+        self.rec_noise = rec_noise_from(self.metadata)
 
     @property
     def num_scales(self) -> int:

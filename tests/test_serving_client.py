@@ -57,9 +57,7 @@ def test_errors(live_server):
     with pytest.raises(ClientError) as err:
         Client(live_server, "rocket", version=7).sample()
     assert err.value.status == 404
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = _free_port()  # closed again: nothing listens there
     with pytest.raises(ClientError, match="cannot reach") as err:
         Client(f"http://127.0.0.1:{port}", "rocket", timeout=5).status()
     assert err.value.status is None
