@@ -17,6 +17,44 @@ def conv_init() -> keras.initializers.Initializer:
 
 
 @keras.saving.register_keras_serializable(package="singan_tf")
+class FusedBatchNorm(layers.BatchNormalization):
+    """Keras ``BatchNormalization`` whose training pass is TensorFlow's fused kernel.
+
+    Same variables, same results (moving statistics updated with the biased
+    batch variance, as Keras does), so weight files of either load into the
+    other. Keras' own training pass builds BatchNorm out of ~10 elementwise
+    and reduction ops (upcasting bfloat16 to float32 first) whose first and
+    second derivatives, which the gradient penalty needs, are as many ops
+    again; ``FusedBatchNormV3`` is one oneDNN/cuDNN kernel forward and one
+    backward (its double backward is TensorFlow's registered composite).
+    Inference (``training=False``) is Keras' path: the exported graphs do
+    not change.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or keras.backend.backend() != "tensorflow":
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        y, mean, unbiased_var, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=tf.cast(self.gamma, tf.float32),
+            offset=tf.cast(self.beta, tf.float32),
+            mean=tf.constant([], tf.float32),
+            variance=tf.constant([], tf.float32),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )
+        # The kernel reports the Bessel-corrected variance; Keras' moving average uses the biased one.
+        n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        variance = unbiased_var * (n - 1.0) / tf.maximum(n, 2.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="singan_tf")
 class ConvBlock(layers.Layer):
     """Conv2D 3x3 (valid) -> BatchNorm -> LeakyReLU(0.2).
 
@@ -40,7 +78,7 @@ class ConvBlock(layers.Layer):
         self.conv = layers.Conv2D(
             channels, kernel_size, padding="valid", kernel_initializer=conv_init(), dtype=self.dtype_policy
         )
-        self.norm = layers.BatchNormalization(
+        self.norm = FusedBatchNorm(
             momentum=0.9,
             epsilon=1e-5,
             gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),

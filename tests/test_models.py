@@ -102,3 +102,65 @@ def test_weights_round_trip(tmp_path):
     h.load_weights(path)
     x = tf.random.normal((1, 20, 20, 3))
     np.testing.assert_array_equal(g((x, x), training=False).numpy(), h((x, x), training=False).numpy())
+
+
+def _bn_pair(channels=16, dtype=None):
+    import keras
+
+    from singan_tf.models import FusedBatchNorm
+
+    kwargs = dict(momentum=0.9, epsilon=1e-5, dtype=dtype)
+    fused, plain = FusedBatchNorm(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    for layer in (fused, plain):
+        layer.build((1, 9, 11, channels))
+    rng = np.random.default_rng(0)
+    weights = [
+        rng.normal(1, 0.3, channels),
+        rng.normal(0, 0.3, channels),
+        rng.normal(0, 0.1, channels),
+        rng.uniform(0.5, 2, channels),
+    ]
+    for layer in (fused, plain):
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    return fused, plain
+
+
+def test_fused_batchnorm_matches_keras_to_second_derivatives(rocket):
+    """The fused training pass is Keras' BatchNorm: outputs, moving statistics, and the
+    first and second derivatives the gradient penalty takes through it."""
+    fused, plain = _bn_pair()
+    # Conv features of a crop of the image: what BatchNorm sees in the nets.
+    kernel = tf.random.stateless_normal((3, 3, 3, 16), (3, 4), stddev=0.5)
+    x = tf.nn.conv2d(tf.constant(rocket[None, 200:211, 300:313]), kernel, 1, "VALID") + 0.1
+
+    def penalty_grads(layer):
+        with tf.GradientTape() as outer:
+            xx = tf.identity(x)
+            with tf.GradientTape() as inner:
+                inner.watch(xx)
+                y = layer(xx, training=True)
+                score = tf.reduce_sum(tf.nn.leaky_relu(y, 0.2) * tf.range(16.0))
+            gx = inner.gradient(score, xx)
+            penalty = tf.reduce_mean((tf.norm(gx, axis=-1) - 1.0) ** 2)
+        return y, gx, outer.gradient(penalty, layer.trainable_variables)
+
+    y1, gx1, gg1 = penalty_grads(fused)
+    y2, gx2, gg2 = penalty_grads(plain)
+    # float32 round-off only: the kernels sum in different orders
+    np.testing.assert_allclose(y1, y2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gx1, gx2, rtol=1e-4, atol=1e-5)
+    for a, b in zip(gg1, gg2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in gg1) > 1e-4  # the check is not vacuous
+    for a, b in zip(fused.non_trainable_weights, plain.non_trainable_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    # Inference is Keras' own path.
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-6)
+
+
+def test_fused_batchnorm_in_bfloat16():
+    fused, plain = _bn_pair(dtype="mixed_bfloat16")
+    x = tf.random.stateless_normal((1, 9, 11, 16), (1, 2)) * 2 + 1
+    y1, y2 = fused(x, training=True), plain(x, training=True)
+    assert y1.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y1, tf.float32), tf.cast(y2, tf.float32), atol=0.05)
