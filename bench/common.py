@@ -74,13 +74,19 @@ def conv_flops_per_iteration(config, sizes, scale: int) -> int:
     ch = config.channels(scale)
     g = conv_flops(h, w, ch, config.num_layers, config.kernel_size, 3, pad=True)
     d = conv_flops(h, w, ch, config.num_layers, config.kernel_size, 1, pad=False)
-    critic_step = g + 3 * d * 2 + 3 * d
+    critic_step = g + 3 * d * 2  # + the GP on config.gp_steps only
+    gp = 3 * d
     generator_step = 2 * 3 * g + 3 * d
     prev = sum(
         conv_flops(*sizes[m], config.channels(m), config.num_layers, config.kernel_size, 3, pad=True)
         for m in range(scale)
     )
-    return config.critic_steps * critic_step + config.generator_steps * generator_step + prev
+    return (
+        config.critic_steps * critic_step
+        + len(config.gp_steps) * gp
+        + config.generator_steps * generator_step
+        + prev
+    )
 
 
 def write_result(path: Path, result: dict) -> None:

@@ -92,9 +92,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation of the training step")
     p.add_argument(
         "--precision",
-        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        choices=["float32", "mixed_bfloat16", "mixed_float16", "auto"],
         help="compute precision (default float32; bfloat16 on AVX-512-BF16 CPUs and Ampere+ GPUs, "
-        "float16 with loss scaling on GPUs)",
+        "float16 with loss scaling on GPUs; auto picks the fastest this machine has)",
     )
     p.add_argument("--deterministic", action="store_true", help="TF op determinism (reproducible on CPU)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between mid-scale checkpoints (100)")
@@ -133,6 +133,8 @@ def resumed_config(args: argparse.Namespace, stored):
     from singan_tf.config import PRESETS, RUNTIME_FIELDS
 
     given = {**(PRESETS[args.preset] if args.preset else {}), **explicit_overrides(args)}
+    if given.get("precision") == "auto":  # the run recorded what auto chose for it
+        given["precision"] = stored.precision
     for name, value in given.items():
         if name not in RUNTIME_FIELDS and getattr(stored, name) != value:
             raise ConfigError(
@@ -287,8 +289,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     pyramid = load_pyramid(run.path)
     image = run.read_image()
     samples = pyramid.sample(args.num, args.seed, start_scale=args.start_scale)
+    levels = metrics.patch_swd_levels(samples, image, seed=args.seed)
     results = {
-        "patch_swd": metrics.patch_swd(samples, image, seed=args.seed),
+        "patch_swd": float(np.mean(levels)),
         "diversity": metrics.diversity(samples, image),
         "reconstruction_rmse": metrics.reconstruction_rmse(pyramid.reconstruct(), image),
     }
@@ -302,6 +305,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "start_scale": args.start_scale,
         "seed": args.seed,
         **results,
+        "patch_swd_levels": levels,  # finest (texture) first, coarsest (layout) last
     }
     out = (
         Path(args.out)

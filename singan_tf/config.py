@@ -14,7 +14,7 @@ from typing import Any, Literal
 from singan_tf.errors import ConfigError
 
 # float16 would need loss scaling (not wired in yet); bfloat16 has float32's range.
-Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 JitMode = Literal["auto", "on", "off"]
 
 
@@ -39,6 +39,10 @@ class TrainConfig:
     # Losses (section 4).
     alpha: float = 10.0  # reconstruction weight
     gp_weight: float = 0.1  # WGAN-GP lambda
+    # Gradient penalty on every k-th critic step of an iteration (0, k, 2k, ...),
+    # weighted so its mean weight per critic step stays gp_weight ("lazy"
+    # regularisation; 1 = every step, as in the paper).
+    gp_every: int = 1
     noise_amp_factor: float = 0.1  # amp_n = factor * RMSE(x_n, up(rec_{n-1}))
     # Optimisation (section 4).
     iters: int = 2000  # iterations per scale
@@ -71,6 +75,7 @@ class TrainConfig:
             (self.max_size >= self.min_size, "--max-size must be >= --min-size"),
             (self.alpha >= 0.0, "--alpha must be >= 0"),
             (self.gp_weight >= 0.0, "gp_weight must be >= 0"),
+            (self.gp_every >= 1, "gp_every must be >= 1"),
             (self.critic_steps >= 1 and self.generator_steps >= 1, "step counts must be >= 1"),
             (self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0"),
             (0.0 < self.lr_milestone <= 1.0, "lr_milestone must be in (0, 1]"),
@@ -80,8 +85,8 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
             (self.jit_compile in ("auto", "on", "off"), "--jit must be auto, on or off"),
             (
-                self.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
-                "--precision must be float32, mixed_bfloat16 or mixed_float16",
+                self.precision in ("float32", "mixed_bfloat16", "mixed_float16", "auto"),
+                "--precision must be float32, mixed_bfloat16, mixed_float16 or auto",
             ),
         ]
         for ok, message in checks:
@@ -111,6 +116,16 @@ class TrainConfig:
     def learning_rate(self, base: float, iteration: int) -> float:
         """Learning rate at a given iteration (0-based) of a scale."""
         return base * (self.lr_gamma if iteration >= self.lr_milestone_iter else 1.0)
+
+    @property
+    def gp_steps(self) -> list[int]:
+        """Critic steps of an iteration that apply the gradient penalty."""
+        return list(range(0, self.critic_steps, self.gp_every))
+
+    @property
+    def gp_step_weight(self) -> float:
+        """GP weight on those steps: gp_weight * critic_steps / len(gp_steps)."""
+        return self.gp_weight * self.critic_steps / len(self.gp_steps)
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Fields that change the trained model (so a resumed run must keep them)."""

@@ -19,13 +19,14 @@ def gradient_penalty(
     The norm is taken over the channel axis at every pixel (the critic is
     asked to be 1-Lipschitz per patch), as in the reference code.
     """
-    x_hat = mix * real + (1.0 - mix) * fake
-    with tf.GradientTape() as tape:
-        tape.watch(x_hat)
-        score = tf.reduce_sum(critic(x_hat))
-    grad = tape.gradient(score, x_hat)
-    norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=-1) + GP_EPSILON)
-    return tf.reduce_mean(tf.square(norm - 1.0))
+    with tf.name_scope("gradient_penalty"):
+        x_hat = mix * real + (1.0 - mix) * fake
+        with tf.GradientTape() as tape:
+            tape.watch(x_hat)
+            score = tf.reduce_sum(critic(x_hat))
+        grad = tape.gradient(score, x_hat)
+        norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=-1) + GP_EPSILON)
+        return tf.reduce_mean(tf.square(norm - 1.0))
 
 
 def reconstruction_loss(reconstruction: tf.Tensor, real: tf.Tensor) -> tf.Tensor:

@@ -126,7 +126,37 @@ def lr_schedule(config: TrainConfig, lr: float, steps_per_iter: int):
 
 
 def dtype_policy(config: TrainConfig) -> str | None:
-    return None if config.precision == "float32" else config.precision
+    precision = resolve_precision(config.precision)
+    return None if precision == "float32" else precision
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: the fastest precision this machine trains well in; others unchanged.
+
+    On a GPU: bfloat16 from compute capability 8.0 (Ampere), float16 with
+    loss scaling from 7.0 (Volta/Turing tensor cores), else float32. On a CPU:
+    bfloat16 with native bfloat16 dot products (AVX-512-BF16 or AMX), else
+    float32 (emulated bfloat16 is slower than float32).
+    """
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+        if tuple(capability) >= (8, 0):
+            return "mixed_bfloat16"
+        return "mixed_float16" if tuple(capability) >= (7, 0) else "float32"
+    return "mixed_bfloat16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 class LossScale:
@@ -213,7 +243,7 @@ class ScaleTrainer:
         self.g_opt.build(generator.trainable_variables)
         self.d_opt.build(critic.trainable_variables)
         self.loss_scales = (
-            (LossScale(), LossScale()) if config.precision == "mixed_float16" else None
+            (LossScale(), LossScale()) if resolve_precision(config.precision) == "mixed_float16" else None
         )  # (critic, generator)
         self.jit = use_xla(config, tuple(real.shape[1:3]))
         # No data-dependent Python control flow inside: autograph only slows tracing.
@@ -246,17 +276,20 @@ class ScaleTrainer:
         z = tf.random.stateless_normal((1, h, w, 1 if self.scale == 0 else 3), seed, alg="philox")
         return self.generator((self.noise_amp * z + prev, prev), training=training)
 
-    def _critic_step(self, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _critic_step(self, prev: tf.Tensor, seed: tf.Tensor, with_gp: bool) -> dict[str, tf.Tensor]:
         fake = self._fake(prev, self._seed(seed, 0))
-        mix = tf.random.stateless_uniform((), self._seed(seed, 1), alg="philox")
         critic = self.critic
         with tf.GradientTape() as tape:
             d_real = tf.reduce_mean(critic(self.real, training=True))
             d_fake = tf.reduce_mean(critic(fake, training=True))
-            gp = gradient_penalty(lambda x: critic(x, training=True), self.real, fake, mix)
-            d_loss = d_fake - d_real + self.config.gp_weight * gp
+            d_loss = d_fake - d_real
+            if with_gp:
+                mix = tf.random.stateless_uniform((), self._seed(seed, 1), alg="philox")
+                gp = gradient_penalty(lambda x: critic(x, training=True), self.real, fake, mix)
+                d_loss += self.config.gp_step_weight * gp
         self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
-        return {"d_loss": d_loss, "gp": gp, "d_real": d_real, "d_fake": d_fake}
+        metrics = {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake}
+        return {**metrics, "gp": gp} if with_gp else metrics
 
     def _generator_step(self, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         gen = self.generator
@@ -278,8 +311,9 @@ class ScaleTrainer:
         """3 critic steps, then 3 generator steps (paper Alg. / DESIGN section 4)."""
         prev = self.random_prev(seed)
         metrics: dict[str, tf.Tensor] = {}
+        gp_steps = self.config.gp_steps
         for k in range(self.config.critic_steps):
-            metrics.update(self._critic_step(prev, self._seed(seed, 2 + 2 * k)))
+            metrics.update(self._critic_step(prev, self._seed(seed, 2 + 2 * k), k in gp_steps))
         for k in range(self.config.generator_steps):
             metrics.update(self._generator_step(prev, self._seed(seed, 16 + k)))
         metrics["rec_rmse"] = tf.sqrt(metrics["rec_loss"])
@@ -398,6 +432,10 @@ def train_pyramid(
     """
     t0 = time.perf_counter()
     run = out if isinstance(out, RunDir) else RunDir(out)
+    if config.precision == "auto":  # the run directory records what auto chose; a resume keeps it
+        stored = run.read_config() if resume and run.exists() else None
+        config = config.replace(precision=stored.precision if stored else resolve_precision("auto"))
+        log.info("precision auto: %s", config.precision)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
         if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":

@@ -66,7 +66,7 @@ def test_presets():
         ({"min_size": 5}, "--min-size"),
         ({"alpha": -1.0}, "--alpha"),
         ({"precision": "float64"}, "--precision"),
-        ({"precision": "float16"}, "--precision must be float32, mixed_bfloat16 or mixed_float16"),
+        ({"precision": "float16"}, "--precision must be float32, mixed_bfloat16, mixed_float16 or auto"),
     ],
 )
 def test_invalid_values_rejected_up_front(change, message):
@@ -77,3 +77,14 @@ def test_invalid_values_rejected_up_front(change, message):
 def test_unknown_keys_rejected():
     with pytest.raises(ConfigError, match="unknown config keys: bogus"):
         TrainConfig.from_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize(
+    "critic_steps, gp_every, steps, weight",
+    [(3, 1, [0, 1, 2], 0.1), (3, 2, [0, 2], 0.15), (3, 3, [0], 0.3), (3, 7, [0], 0.3), (4, 2, [0, 2], 0.2)],
+)
+def test_lazy_gradient_penalty_keeps_its_mean_weight(critic_steps, gp_every, steps, weight):
+    c = TrainConfig(critic_steps=critic_steps, gp_every=gp_every)
+    assert c.gp_steps == steps
+    assert c.gp_step_weight == pytest.approx(weight)
+    assert c.gp_step_weight * len(c.gp_steps) == pytest.approx(c.gp_weight * critic_steps)

@@ -74,6 +74,21 @@ def test_iteration_updates_both_nets_and_is_reproducible(rocket):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("gp_every, expected", [(1, 3), (2, 2), (3, 1)])
+def test_gradient_penalty_only_on_its_critic_steps(rocket, gp_every, expected):
+    t = _trainer(rocket, 1, jit_compile="off", gp_every=gp_every)
+    graph = t._iteration.get_concrete_function(t.iteration_seed(0)).graph
+    # One name scope per GP evaluation: gradient_penalty, gradient_penalty_1, ...
+    names = [op.name for op in graph.get_operations()]
+    scopes = {name.split("/")[0] for name in names if name.startswith("gradient_penalty")}
+    assert len(scopes) == expected
+    d0 = [w.copy() for w in t.critic.get_weights()]
+    metrics = t.run(0, 2)
+    assert np.isfinite(metrics["gp"]) and np.isfinite(metrics["d_loss"])
+    assert int(t.d_opt.iterations) == 2 * 3
+    assert any(not np.array_equal(a, b) for a, b in zip(d0, t.critic.get_weights(), strict=True))
+
+
 def test_xla_and_plain_compute_the_same_step(rocket):
     # With one critic step, d_real depends only on the weights and the image
     # (the noise stream itself differs: XLA's Philox orders its output differently).
@@ -237,3 +252,24 @@ def test_loss_scale_skips_overflow_and_grows():
     assert float(ls.scale.numpy()) == 4.0 and int(ls.good_steps.numpy()) == 1
     step(tf.constant(1.0))
     assert float(ls.scale.numpy()) == 8.0 and int(ls.good_steps.numpy()) == 0
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch, tmp_path):
+    from singan_tf import training
+
+    monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind: [])
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert training.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert training.resolve_precision("auto") == "float32"
+    assert training.resolve_precision("mixed_float16") == "mixed_float16"  # explicit choices stand
+    for capability, want in [((8, 6), "mixed_bfloat16"), ((7, 5), "mixed_float16"), ((6, 1), "float32")]:
+        monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind: ["gpu0"])
+        details = {"compute_capability": capability}
+        monkeypatch.setattr(training.tf.config.experimental, "get_device_details", lambda d, x=details: x)
+        assert training.resolve_precision("auto") == want
+    # This machine's own flags parse, and auto resolves to a concrete precision.
+    monkeypatch.undo()
+    if Path("/proc/cpuinfo").is_file():
+        assert {"sse2", "fpu"} & training._cpu_flags() or "fp" in training._cpu_flags()
+    assert training.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
