@@ -61,7 +61,15 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int, rng: np.r
     return float(np.mean(np.abs(pa - pb)))
 
 
-def patch_swd(
+def patch_swd(samples: np.ndarray, image: np.ndarray, **options) -> float:
+    """Patch sliced-Wasserstein distance (lower is better; 0 for identical images).
+
+    The mean over Gaussian-pyramid levels of ``patch_swd_levels`` (same options).
+    """
+    return float(np.mean(patch_swd_levels(samples, image, **options)))
+
+
+def patch_swd_levels(
     samples: np.ndarray,
     image: np.ndarray,
     patch: int = 7,
@@ -69,11 +77,15 @@ def patch_swd(
     patches_per_level: int = 4096,
     projections: int = 128,
     seed: int = 0,
-) -> float:
-    """Patch sliced-Wasserstein distance (lower is better; 0 for identical images).
+) -> list[float]:
+    """Patch SWD per Gaussian-pyramid level, finest first (texture ... layout).
 
-    Patches of both sets are normalised with the training image's per-level
-    mean and std, so the distance is in units of the image's own contrast.
+    ``levels`` levels at most (fewer for small images); at each, the sliced
+    Wasserstein distance between ``patches_per_level`` random ``patch`` x
+    ``patch`` patches of the samples and of the image, over ``projections``
+    random directions. Patches of both sets are normalised with the training
+    image's per-level mean and std, so the distance is in units of the
+    image's own contrast.
     """
     rng = np.random.default_rng(seed)
     ref_levels = gaussian_pyramid(image, levels)
@@ -86,7 +98,7 @@ def patch_swd(
         b = _patches(gen, patch, patches_per_level, rng)
         mean, std = a.mean(axis=0), a.std() + 1e-8
         dists.append(sliced_wasserstein((a - mean) / std, (b - mean) / std, projections, rng))
-    return float(np.mean(dists))
+    return dists
 
 
 def diversity(samples: np.ndarray, image: np.ndarray) -> float:
