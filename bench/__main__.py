@@ -7,6 +7,8 @@ quick-train   wall time, peak RSS and quality of a whole quick-preset run
 preset-sweep  quality (SWD, diversity) against training time for several settings
 serve-load    throughput, latency and memory of `python -m serving` under concurrent clients
 sr-quality    super-resolution PSNR/SSIM vs bicubic on a held-out original
+speed-report  per-scale speed (fp32, mixed) and the fast preset's time and SWD vs the paper preset's
+torch-reference  the reference algorithm in PyTorch on this machine (needs torch)
 plot          bench/results/train_speed.png from the train-speed results
 """
 
@@ -21,6 +23,8 @@ BENCHMARKS = {
     "preset-sweep": "bench.preset_sweep",
     "serve-load": "bench.serve_load",
     "sr-quality": "bench.sr_quality",
+    "speed-report": "bench.speed_report",
+    "torch-reference": "bench.torch_reference",
     "plot": "bench.plot",
 }
 

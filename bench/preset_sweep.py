@@ -1,7 +1,8 @@
 """Quality against training time for several training settings: the data for choosing a fast preset.
 
 Each setting (``key=value`` overrides of the paper preset's ``TrainConfig``,
-e.g. ``iters=500`` or ``iters=500,max_channels=64``) trains the same image
+e.g. ``iters=500`` or ``iters=500,max_channels=64``; ``preset=NAME`` starts
+from another preset) trains the same image
 in a fresh subprocess (so wall time and peak RSS are its own), then
 ``singan_tf.evaluate`` scores it: patch SWD to the training image,
 diversity, reconstruction RMSE. Results go to one JSON and a plot
@@ -29,7 +30,7 @@ TRAIN = (
     "from singan_tf.images import bundled_image, load_image\n"
     "from singan_tf.training import train_pyramid\n"
     "overrides, image, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
-    "config = TrainConfig.from_preset('paper', **overrides)\n"
+    "config = TrainConfig.from_preset(overrides.pop('preset', 'paper'), **overrides)\n"
     "train_pyramid(config, load_image(image or bundled_image('rocket.jpg')), out)\n"
 )
 
@@ -105,23 +106,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--num", type=int, default=50, help="samples scored per run")
     parser.add_argument("--out", default="bench/results/preset_sweep.json")
+    parser.add_argument("--append", action="store_true", help="add to the runs already in --out")
     args = parser.parse_args(argv)
-    runs = []
+    out = Path(args.out)
+    runs = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
     for setting in args.settings:
         for seed in args.seeds:
             overrides = {"max_size": args.max_size, **parse_setting(setting), "seed": seed}
             row = run_one(overrides, args.image, args.num)
             print(json.dumps({k: row[k] for k in ("overrides", "wall_s", "metrics")}), flush=True)
             runs.append(row)
-    result = {
-        "benchmark": "preset_sweep",
-        "max_size": args.max_size,
-        "image": args.image or "bundled rocket.jpg",
-        "machine": machine_info(),
-        "runs": runs,
-    }
-    out = Path(args.out)
-    write_result(out, result)
+            result = {
+                "benchmark": "preset_sweep",
+                "max_size": args.max_size,
+                "image": args.image or "bundled rocket.jpg",
+                "machine": machine_info(),
+                "runs": runs,
+            }
+            write_result(out, result)  # after every run: a long sweep keeps what it measured
     plot(result, out.with_suffix(".png"))
 
 

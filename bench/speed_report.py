@@ -1,0 +1,158 @@
+"""The speed issue's report in one run: per-scale training speed, and the fast preset against the paper's.
+
+1. ms per iteration at every scale of the paper preset on the reference
+   geometry (186x248), in float32 and in mixed precision (``auto``: bfloat16
+   on CPUs with AVX-512-BF16, the GPU's best on a GPU), each with the XLA
+   choice training makes (``--jit auto``), achieved GFLOP/s and the share
+   of this machine's measured conv peak (``bench peak``, run here too).
+2. The paper preset trained on the image (``--paper-run DIR``: a run that
+   already exists is reused, an unfinished one is resumed - it takes hours).
+3. The fast preset trained on the same image from scratch, once per seed,
+   wall time measured around the whole training process.
+4. Both scored alike (``singan_tf.evaluate``: patch SWD to the training
+   image, diversity, reconstruction RMSE, same sample count and seeds).
+
+    python -m bench speed-report --paper-run bench/runs/paper_rocket250 [--seeds 0 1]
+
+Writes ``results/speed_report.json`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.common import machine_info, write_result
+from bench.preset_sweep import parse_setting, run_one
+
+
+def per_scale_speed(precision: str, iters: int) -> list[dict]:
+    from bench.peak import main as peak_main
+    from bench.train_speed import time_scale
+    from singan_tf.config import TrainConfig
+    from singan_tf.pyramid import pyramid_geometry
+    from singan_tf.training import resolve_precision, use_xla
+
+    config = TrainConfig(precision=resolve_precision(precision))
+    geometry = pyramid_geometry((186, 248), config.min_size, config.max_size, config.scale_factor)
+    peak = peak_main(["--reps", "10", "--out", os.devnull])
+    key = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
+    peak_gflops = peak.get(f"conv3x3_128ch_{key}_gflops") or peak["conv3x3_128ch_float32_gflops"]
+    rows = []
+    for scale in range(geometry.num_scales):
+        xla = use_xla(config, geometry.sizes[scale])
+        row = time_scale(config, geometry, scale, xla, iters)
+        row["precision"] = config.precision
+        row["achieved_over_peak"] = round(row["achieved_gflops"] / peak_gflops, 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def evaluate(run: Path, num: int, seed: int) -> dict:
+    out = run / "eval" / f"speed_report_seed{seed}.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "singan_tf.evaluate",
+            str(run),
+            "--num",
+            str(num),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.DEVNULL,
+    )
+    return json.loads(out.read_text())
+
+
+def paper_run(path: Path, image: str, max_size: int, precision: str) -> dict:
+    """Train (or resume, or reuse) the paper-preset run; returns its manifest's timing."""
+    manifest = path / "pyramid.json"
+    data = json.loads(manifest.read_text()) if manifest.is_file() else None
+    done = data is not None and len(data["scales"]) == len(data["geometry"]["sizes"])
+    if not done:
+        args = [
+            *([image] if image else []),
+            "--out",
+            str(path),
+            "--preset",
+            "paper",
+            "--max-size",
+            str(max_size),
+            "--precision",
+            precision,
+            "--checkpoint-every",
+            "25",
+            "--no-progress",
+        ]
+        if manifest.is_file():
+            args.append("--resume")
+        subprocess.run(
+            [sys.executable, "-m", "singan_tf.train", *args],
+            check=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+    data = json.loads(manifest.read_text())
+    config = json.loads((path / "config.json").read_text())
+    return {
+        "run": str(path),
+        "precision": config["precision"],
+        "iters": config["iters"],
+        "scales": [(s["size"], s["channels"], s["seconds"]) for s in data["scales"]],
+        # Seconds per scale as logged; a resumed run's include only its last stretch.
+        "logged_train_s": round(sum(s["seconds"] for s in data["scales"]), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paper-run", default="bench/runs/paper_rocket250")
+    parser.add_argument("--image", default="", help="training image (default: the bundled rocket.jpg)")
+    parser.add_argument("--max-size", type=int, default=250)
+    parser.add_argument("--fast", default="preset=fast", help="the fast run's settings (key=value,...)")
+    parser.add_argument("--paper-precision", default="auto")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fast-preset training seeds")
+    parser.add_argument("--num", type=int, default=50, help="samples scored per run")
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale")
+    parser.add_argument("--skip-speed", action="store_true", help="only the quality comparison")
+    parser.add_argument("--out", default="bench/results/speed_report.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    result: dict = {"benchmark": "speed_report", "machine": machine_info(), "max_size": args.max_size}
+    if not args.skip_speed:
+        result["per_scale"] = {p: per_scale_speed(p, args.iters) for p in ("float32", "auto")}
+    paper = paper_run(Path(args.paper_run), args.image, args.max_size, args.paper_precision)
+    paper["metrics"] = evaluate(Path(args.paper_run), args.num, seed=0)
+    result["paper"] = paper
+    fast_rows = []
+    for seed in args.seeds:
+        overrides = {"max_size": args.max_size, **parse_setting(args.fast), "seed": seed}
+        row = run_one(overrides, args.image, args.num)
+        fast_rows.append(row)
+        print(json.dumps({k: row[k] for k in ("overrides", "wall_s", "metrics")}), flush=True)
+    result["fast"] = fast_rows
+    swd = [r["metrics"]["patch_swd"] for r in fast_rows]
+    result["summary"] = {
+        "paper_swd": paper["metrics"]["patch_swd"],
+        "fast_swd_mean": sum(swd) / len(swd),
+        "fast_swd_over_paper": round(sum(swd) / len(swd) / paper["metrics"]["patch_swd"], 3),
+        "fast_wall_s_max": max(r["wall_s"] for r in fast_rows),
+    }
+    print(json.dumps(result["summary"]))
+    write_result(Path(args.out), result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
