@@ -251,3 +251,28 @@ def test_memory_estimate_is_printed_and_refuses_what_cannot_fit(tmp_path, monkey
     )
     small = training.estimate_memory(TrainConfig(), training.geometry_for(TrainConfig(), (1000, 1500)))
     assert big > 8 * (small - training.RUNTIME_BASE_BYTES)
+
+
+def test_auto_precision_is_recorded_and_kept_on_resume(rocket, tmp_path, monkeypatch):
+    """The run directory records what ``auto`` chose; a resume keeps it even where auto
+    would now choose otherwise (another machine)."""
+    config = _tiny_config(iters=6, precision="auto")
+    original = training.ScaleTrainer.run
+
+    def stop_in_scale_1(self, start, stop, on_metrics=None, on_checkpoint=None):
+        if self.scale == 1:
+            raise KeyboardInterrupt
+        return original(self, start, stop, on_metrics, on_checkpoint)
+
+    monkeypatch.setattr(training.ScaleTrainer, "run", stop_in_scale_1)
+    with pytest.raises(KeyboardInterrupt):
+        train_pyramid(config, rocket, tmp_path / "run")
+    monkeypatch.setattr(training.ScaleTrainer, "run", original)
+    run = RunDir(tmp_path / "run")
+    chosen = run.read_config().precision
+    assert chosen == training.resolve_precision("auto") != "auto"
+    other = "float32" if chosen != "float32" else "mixed_bfloat16"
+    monkeypatch.setattr(training, "resolve_precision", lambda p: other if p == "auto" else p)
+    resumed = train_pyramid(config, None, run, resume=True)
+    assert run.read_config().precision == chosen == resumed.pyramid.config.precision
+    assert run.finished_scales() == len(run.read_manifest()["geometry"]["sizes"])
