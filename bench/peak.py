@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     mm = tf.function(lambda: tf.matmul(a, b))
     result["matmul_2048_float32_gflops"] = round(_gflops(lambda: mm().numpy(), 2 * n**3, args.reps), 1)
     print(result)
-    write_result(Path(args.out), result)
+    if args.out:  # "" = only return the numbers (bench speed-report)
+        write_result(Path(args.out), result)
     return result
 
 

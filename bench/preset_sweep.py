@@ -66,6 +66,7 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
     )
     manifest = json.loads((run / "pyramid.json").read_text())
     return {
+        "image": image or "bundled rocket.jpg",
         "overrides": overrides,
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),

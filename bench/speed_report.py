@@ -12,7 +12,7 @@
 4. Both scored alike (``singan_tf.evaluate``: patch SWD to the training
    image, diversity, reconstruction RMSE, same sample count and seeds).
 
-    python -m bench speed-report --paper-run bench/runs/paper_rocket250 [--seeds 0 1]
+    python -m bench speed-report --paper-run bench/runs/paper_rocket250 --fast preset=fast [--seeds 0 1]
 
 Writes ``results/speed_report.json`` and prints the tables.
 """
@@ -39,7 +39,7 @@ def per_scale_speed(precision: str, iters: int) -> list[dict]:
 
     config = TrainConfig(precision=resolve_precision(precision))
     geometry = pyramid_geometry((186, 248), config.min_size, config.max_size, config.scale_factor)
-    peak = peak_main(["--reps", "10", "--out", os.devnull])
+    peak = peak_main(["--reps", "10", "--out", ""])
     key = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
     peak_gflops = peak.get(f"conv3x3_128ch_{key}_gflops") or peak["conv3x3_128ch_float32_gflops"]
     rows = []
@@ -119,7 +119,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--paper-run", default="bench/runs/paper_rocket250")
     parser.add_argument("--image", default="", help="training image (default: the bundled rocket.jpg)")
     parser.add_argument("--max-size", type=int, default=250)
-    parser.add_argument("--fast", default="preset=fast", help="the fast run's settings (key=value,...)")
+    parser.add_argument(
+        "--fast",
+        required=True,
+        help="the fast run's settings, key=value,... (e.g. preset=fast, or iters=400,max_channels=32)",
+    )
     parser.add_argument("--paper-precision", default="auto")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fast-preset training seeds")
     parser.add_argument("--num", type=int, default=50, help="samples scored per run")
@@ -129,19 +133,25 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    out = Path(args.out)
     result: dict = {"benchmark": "speed_report", "machine": machine_info(), "max_size": args.max_size}
     if not args.skip_speed:
-        result["per_scale"] = {p: per_scale_speed(p, args.iters) for p in ("float32", "auto")}
+        result["per_scale"] = {}
+        for precision in ("float32", "auto"):
+            result["per_scale"][precision] = per_scale_speed(precision, args.iters)
+            write_result(out, result)  # every stage is kept, should a later one fail
     paper = paper_run(Path(args.paper_run), args.image, args.max_size, args.paper_precision)
     paper["metrics"] = evaluate(Path(args.paper_run), args.num, seed=0)
     result["paper"] = paper
-    fast_rows = []
+    write_result(out, result)
+    result["fast"] = []
     for seed in args.seeds:
         overrides = {"max_size": args.max_size, **parse_setting(args.fast), "seed": seed}
         row = run_one(overrides, args.image, args.num)
-        fast_rows.append(row)
+        result["fast"].append(row)
+        write_result(out, result)
         print(json.dumps({k: row[k] for k in ("overrides", "wall_s", "metrics")}), flush=True)
-    result["fast"] = fast_rows
+    fast_rows = result["fast"]
     swd = [r["metrics"]["patch_swd"] for r in fast_rows]
     result["summary"] = {
         "paper_swd": paper["metrics"]["patch_swd"],
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fast_wall_s_max": max(r["wall_s"] for r in fast_rows),
     }
     print(json.dumps(result["summary"]))
-    write_result(Path(args.out), result)
+    write_result(out, result)
     return result
 
 

@@ -28,11 +28,21 @@ class FusedBatchNorm(layers.BatchNormalization):
     again; ``FusedBatchNormV3`` is one oneDNN/cuDNN kernel forward and one
     backward (its double backward is TensorFlow's registered composite).
     Inference (``training=False``) is Keras' path: the exported graphs do
-    not change.
+    not change. Layouts the fused kernel does not cover (other axes or
+    ranks, no centre/scale, renorm, synchronized) also take Keras' path.
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None or keras.backend.backend() != "tensorflow":
+        fusable = (
+            len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.center
+            and self.scale
+            and not self.renorm
+            and not getattr(self, "synchronized", False)
+            and keras.backend.backend() == "tensorflow"
+        )
+        if not (training and self.trainable) or mask is not None or not fusable:
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 

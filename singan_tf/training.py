@@ -314,6 +314,8 @@ class ScaleTrainer:
         gp_steps = self.config.gp_steps
         for k in range(self.config.critic_steps):
             metrics.update(self._critic_step(prev, self._seed(seed, 2 + 2 * k), k in gp_steps))
+        # The paper's critic loss from the last step's scores and the last GP, whatever gp_every.
+        metrics["d_loss"] = metrics["d_fake"] - metrics["d_real"] + self.config.gp_weight * metrics["gp"]
         for k in range(self.config.generator_steps):
             metrics.update(self._generator_step(prev, self._seed(seed, 16 + k)))
         metrics["rec_rmse"] = tf.sqrt(metrics["rec_loss"])

@@ -130,3 +130,20 @@ def test_large_grayscale_is_converted_and_resized_with_messages(tmp_path, caplog
     assert command_main("train", [str(tmp_path / "g.png"), "--out", str(tmp_path / "run")]) == 2
     assert "grayscale image, converted to RGB" in caplog.text
     assert "1000x600 resized to 250x150 (max size 250)" in caplog.text
+
+
+def test_resume_with_precision_auto_keeps_the_recorded_choice():
+    import argparse
+
+    from singan_tf.cli import add_train_arguments, resumed_config
+    from singan_tf.config import TrainConfig
+    from singan_tf.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    stored = TrainConfig(precision="mixed_bfloat16", iters=50)
+    args = parser.parse_args(["--out", "r", "--resume", "--precision", "auto", "--checkpoint-every", "7"])
+    config = resumed_config(args, stored)
+    assert config.precision == "mixed_bfloat16" and config.checkpoint_every == 7
+    with pytest.raises(ConfigError, match="--precision float32 differs"):
+        resumed_config(parser.parse_args(["--out", "r", "--precision", "float32"]), stored)

@@ -164,3 +164,12 @@ def test_fused_batchnorm_in_bfloat16():
     y1, y2 = fused(x, training=True), plain(x, training=True)
     assert y1.dtype == tf.bfloat16
     np.testing.assert_allclose(tf.cast(y1, tf.float32), tf.cast(y2, tf.float32), atol=0.05)
+
+
+def test_conv_block_trains_through_the_fused_kernel():
+    block = ConvBlock(8)
+    block(tf.zeros((1, 7, 7, 3)))
+    train = tf.function(lambda x: block(x, training=True)).get_concrete_function(tf.TensorSpec((1, 9, 9, 3)))
+    infer = tf.function(lambda x: block(x, training=False)).get_concrete_function(tf.TensorSpec((1, 9, 9, 3)))
+    assert "FusedBatchNormV3" in {op.type for op in train.graph.get_operations()}
+    assert "FusedBatchNormV3" not in {op.type for op in infer.graph.get_operations()}
