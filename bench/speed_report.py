@@ -114,6 +114,54 @@ def paper_run(path: Path, image: str, max_size: int, precision: str) -> dict:
     }
 
 
+def markdown(result: dict) -> str:
+    """The report's tables, as bench/README.md shows them."""
+    lines = []
+    per_scale = result.get("per_scale") or {}
+    if per_scale:
+        lines += [
+            "| scale | size | ch | GFLOP/iter | "
+            + " | ".join(f"{rows[0]['precision']} ms/iter (achieved/peak)" for rows in per_scale.values())
+            + " |",
+            "|---|---|---|---|" + "---|" * len(per_scale),
+        ]
+        for cells in zip(*per_scale.values(), strict=True):
+            first = cells[0]
+            timings = " | ".join(
+                f"{c['ms_per_iter']:.0f}{' XLA' if c['mode'] == 'xla' else ''} "
+                f"({c['achieved_over_peak']:.0%})"
+                for c in cells
+            )
+            size = "x".join(map(str, first["size"]))
+            flop = f"{first['gflop_per_iter']:.1f}"
+            lines.append(f"| {first['scale']} | {size} | {first['channels']} | {flop} | {timings} |")
+        lines.append("")
+    if "paper" in result:
+        lines += [
+            "| run | wall time | patch SWD (finest, middle, coarsest level) | diversity | rec. RMSE |",
+            "|---|---|---|---|---|",
+        ]
+        paper = result["paper"]
+        rows = [(f"paper preset ({paper['precision']})", "hours (resumable)", paper["metrics"])]
+        for row in result.get("fast", []):
+            name = ",".join(f"{k}={v}" for k, v in row["overrides"].items() if k != "max_size")
+            rows.append((f"fast: {name}", f"{row['wall_s']:.0f} s", row["metrics"]))
+        for name, wall, m in rows:
+            levels = ", ".join(f"{v:.3f}" for v in m.get("patch_swd_levels", []))
+            lines.append(
+                f"| {name} | {wall} | {m['patch_swd']:.3f} ({levels}) | {m['diversity']:.3f} "
+                f"| {m['reconstruction_rmse']:.3f} |"
+            )
+    if "summary" in result:
+        summary = result["summary"]
+        lines += [
+            "",
+            f"fast / paper patch SWD: {summary['fast_swd_over_paper']:.3f} "
+            f"(target <= 1.10); longest fast run {summary['fast_wall_s_max']:.0f} s (target <= 900 s)",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper-run", default="bench/runs/paper_rocket250")
@@ -159,8 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
         "fast_swd_over_paper": round(sum(swd) / len(swd) / paper["metrics"]["patch_swd"], 3),
         "fast_wall_s_max": max(r["wall_s"] for r in fast_rows),
     }
-    print(json.dumps(result["summary"]))
     write_result(out, result)
+    table = markdown(result)
+    out.with_suffix(".md").write_text(table)
+    print(table)
     return result
 
 
