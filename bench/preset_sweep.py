@@ -65,7 +65,10 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
         stdout=subprocess.DEVNULL,
     )
     manifest = json.loads((run / "pyramid.json").read_text())
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    commit = git.stdout.strip()
     return {
+        "commit": commit,  # the code this run trained with (a sweep may span commits)
         "image": image or "bundled rocket.jpg",
         "overrides": overrides,
         "wall_s": round(wall, 1),

@@ -168,7 +168,14 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # "quick" trains the bundled image in about three minutes on 2 CPU cores: a
 # small finest scale (4 scales for the bundled image, all 32 channels wide)
 # and a fifth of the iterations.
+#
+# "fast" is the best of the 250-px quality/time sweep that trains within 15
+# minutes on 2 CPU cores (bench/README.md, results/preset_sweep_250.json):
+# the paper's pyramid and losses, 32 channels at every scale instead of up
+# to 128, a fifth of the iterations, and the fastest precision the machine
+# has (bfloat16 on AVX-512-BF16 CPUs: 843 s for the bundled image).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_size": 80, "iters": 400},
+    "fast": {"max_channels": 32, "iters": 400, "precision": "auto"},
 }

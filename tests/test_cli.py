@@ -147,3 +147,18 @@ def test_resume_with_precision_auto_keeps_the_recorded_choice():
     assert config.precision == "mixed_bfloat16" and config.checkpoint_every == 7
     with pytest.raises(ConfigError, match="--precision float32 differs"):
         resumed_config(parser.parse_args(["--out", "r", "--precision", "float32"]), stored)
+
+
+def test_fast_preset_trains_and_records_a_concrete_precision(tmp_path):
+    import json
+
+    from singan_tf.cli import command_main
+    from singan_tf.training import resolve_precision
+
+    out = tmp_path / "run"
+    args = ["--preset", "fast", "--max-size", "40", "--iters", "4", "--num-samples", "2", "--no-progress"]
+    assert command_main("train", [*args, "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["preset"], config["max_channels"], config["iters"]) == ("fast", 32, 4)
+    assert config["precision"] == resolve_precision("auto") != "auto"
+    assert len(list((out / "samples").glob("sample_*.png"))) == 2

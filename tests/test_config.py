@@ -51,6 +51,13 @@ def test_presets():
     quick = TrainConfig.from_preset("quick")
     assert quick.max_size == PRESETS["quick"]["max_size"] < 250
     assert quick.iters < 2000
+    fast = TrainConfig.from_preset("fast")
+    # The paper's pyramid and losses; thinner nets, fewer iterations, the machine's precision.
+    assert (fast.max_size, fast.min_size, fast.scale_factor) == (250, 25, 0.75)
+    assert (fast.alpha, fast.gp_weight, fast.gp_every, fast.critic_steps) == (10.0, 0.1, 1, 3)
+    assert [fast.channels(n) for n in range(9)] == [32] * 9
+    assert (fast.iters, fast.precision) == (400, "auto")
+    assert TrainConfig.from_preset("fast", iters=800).iters == 800  # options still override
     with pytest.raises(ConfigError, match="unknown preset"):
         TrainConfig.from_preset("nope")
 
