@@ -57,13 +57,7 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, proc.args)
-    metrics = run / "eval" / "metrics.json"
-    subprocess.run(
-        [sys.executable, "-m", "singan_tf.evaluate", str(run), "--num", str(num), "--out", str(metrics)],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    metrics = evaluate_run(run, num)
     manifest = json.loads((run / "pyramid.json").read_text())
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
     commit = git.stdout.strip()
@@ -74,8 +68,31 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "scales": [(s["size"], s["channels"], s["seconds"]) for s in manifest["scales"]],
-        "metrics": json.loads(metrics.read_text()),
+        "metrics": metrics,
     }
+
+
+def evaluate_run(run: Path, num: int, seed: int = 0) -> dict:
+    """``singan_tf.evaluate`` on a run directory, in a subprocess; its report."""
+    out = run / "eval" / f"sweep_seed{seed}.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "singan_tf.evaluate",
+            str(run),
+            "--num",
+            str(num),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.DEVNULL,
+    )
+    return json.loads(out.read_text())
 
 
 def plot(result: dict, path: Path) -> None:
@@ -113,20 +130,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--append", action="store_true", help="add to the runs already in --out")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    runs = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
+    result = {
+        "benchmark": "preset_sweep",
+        "max_size": args.max_size,
+        "image": args.image or "bundled rocket.jpg",
+        "machine": machine_info(),
+        "runs": json.loads(out.read_text())["runs"] if args.append and out.is_file() else [],
+    }
     for setting in args.settings:
         for seed in args.seeds:
             overrides = {"max_size": args.max_size, **parse_setting(setting), "seed": seed}
             row = run_one(overrides, args.image, args.num)
             print(json.dumps({k: row[k] for k in ("overrides", "wall_s", "metrics")}), flush=True)
-            runs.append(row)
-            result = {
-                "benchmark": "preset_sweep",
-                "max_size": args.max_size,
-                "image": args.image or "bundled rocket.jpg",
-                "machine": machine_info(),
-                "runs": runs,
-            }
+            result["runs"].append(row)
             write_result(out, result)  # after every run: a long sweep keeps what it measured
     plot(result, out.with_suffix(".png"))
 

@@ -27,11 +27,11 @@ import sys
 from pathlib import Path
 
 from bench.common import machine_info, write_result
-from bench.preset_sweep import parse_setting, run_one
+from bench.preset_sweep import evaluate_run, parse_setting, run_one
 
 
-def per_scale_speed(precision: str, iters: int) -> list[dict]:
-    from bench.peak import main as peak_main
+def per_scale_speed(precision: str, iters: int, peak: dict) -> list[dict]:
+    """Every scale of the paper geometry at ``precision``; ``peak`` is ``bench peak``'s result."""
     from bench.train_speed import time_scale
     from singan_tf.config import TrainConfig
     from singan_tf.pyramid import pyramid_geometry
@@ -39,7 +39,6 @@ def per_scale_speed(precision: str, iters: int) -> list[dict]:
 
     config = TrainConfig(precision=resolve_precision(precision))
     geometry = pyramid_geometry((186, 248), config.min_size, config.max_size, config.scale_factor)
-    peak = peak_main(["--reps", "10", "--out", ""])
     key = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
     peak_gflops = peak.get(f"conv3x3_128ch_{key}_gflops") or peak["conv3x3_128ch_float32_gflops"]
     rows = []
@@ -51,28 +50,6 @@ def per_scale_speed(precision: str, iters: int) -> list[dict]:
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
-
-
-def evaluate(run: Path, num: int, seed: int) -> dict:
-    out = run / "eval" / f"speed_report_seed{seed}.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "singan_tf.evaluate",
-            str(run),
-            "--num",
-            str(num),
-            "--seed",
-            str(seed),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        stdout=subprocess.DEVNULL,
-    )
-    return json.loads(out.read_text())
 
 
 def paper_run(path: Path, image: str, max_size: int, precision: str) -> dict:
@@ -184,12 +161,15 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     result: dict = {"benchmark": "speed_report", "machine": machine_info(), "max_size": args.max_size}
     if not args.skip_speed:
-        result["per_scale"] = {}
+        from bench.peak import main as peak_main
+
+        peak = peak_main(["--reps", "10", "--out", ""])  # both dtypes, once
+        result["peak"], result["per_scale"] = peak, {}
         for precision in ("float32", "auto"):
-            result["per_scale"][precision] = per_scale_speed(precision, args.iters)
+            result["per_scale"][precision] = per_scale_speed(precision, args.iters, peak)
             write_result(out, result)  # every stage is kept, should a later one fail
     paper = paper_run(Path(args.paper_run), args.image, args.max_size, args.paper_precision)
-    paper["metrics"] = evaluate(Path(args.paper_run), args.num, seed=0)
+    paper["metrics"] = evaluate_run(Path(args.paper_run), args.num)
     result["paper"] = paper
     write_result(out, result)
     result["fast"] = []

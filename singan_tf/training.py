@@ -288,8 +288,12 @@ class ScaleTrainer:
                 gp = gradient_penalty(lambda x: critic(x, training=True), self.real, fake, mix)
                 d_loss += self.config.gp_step_weight * gp
         self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
-        metrics = {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake}
-        return {**metrics, "gp": gp} if with_gp else metrics
+        # d_loss itself is logged once per iteration (_iteration_impl), in one form for any gp_every.
+        return (
+            {"d_real": d_real, "d_fake": d_fake, "gp": gp}
+            if with_gp
+            else {"d_real": d_real, "d_fake": d_fake}
+        )
 
     def _generator_step(self, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         gen = self.generator
@@ -314,7 +318,7 @@ class ScaleTrainer:
         gp_steps = self.config.gp_steps
         for k in range(self.config.critic_steps):
             metrics.update(self._critic_step(prev, self._seed(seed, 2 + 2 * k), k in gp_steps))
-        # The paper's critic loss from the last step's scores and the last GP, whatever gp_every.
+        # The paper's critic loss from the last step's scores and the last GP.
         metrics["d_loss"] = metrics["d_fake"] - metrics["d_real"] + self.config.gp_weight * metrics["gp"]
         for k in range(self.config.generator_steps):
             metrics.update(self._generator_step(prev, self._seed(seed, 16 + k)))

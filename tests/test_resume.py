@@ -121,24 +121,29 @@ def _tiny_config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def test_resumed_scale_equals_uninterrupted_scale(rocket, tmp_path, monkeypatch):
-    config = _tiny_config(seed=2)
-    full = train_pyramid(config, rocket, tmp_path / "full")
-
-    # Interrupt the second run right after its checkpoint at iteration 10 of scale 1.
+def _interrupted_in_scale_1(monkeypatch, config, image, out, checkpoint_at: int = 0) -> None:
+    """Train into ``out`` and stop with Ctrl-C at the start of scale 1 (after its
+    checkpoint at iteration ``checkpoint_at``, when that is > 0)."""
     original = training.ScaleTrainer.run
 
     def interrupted(self, start, stop, on_metrics=None, on_checkpoint=None):
         if self.scale == 1 and start == 0:
-            original(self, 0, 10, on_metrics, on_checkpoint)
-            on_checkpoint(10)
+            if checkpoint_at:
+                original(self, 0, checkpoint_at, on_metrics, on_checkpoint)
+                on_checkpoint(checkpoint_at)
             raise KeyboardInterrupt
         return original(self, start, stop, on_metrics, on_checkpoint)
 
     monkeypatch.setattr(training.ScaleTrainer, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_pyramid(config, rocket, tmp_path / "part")
+        train_pyramid(config, image, out)
     monkeypatch.setattr(training.ScaleTrainer, "run", original)
+
+
+def test_resumed_scale_equals_uninterrupted_scale(rocket, tmp_path, monkeypatch):
+    config = _tiny_config(seed=2)
+    full = train_pyramid(config, rocket, tmp_path / "full")
+    _interrupted_in_scale_1(monkeypatch, config, rocket, tmp_path / "part", checkpoint_at=10)
     assert RunDir(tmp_path / "part").read_checkpoint(1)[0] == 10
     resumed = train_pyramid(config, None, tmp_path / "part", resume=True)
     for a, b in zip(
@@ -257,17 +262,7 @@ def test_auto_precision_is_recorded_and_kept_on_resume(rocket, tmp_path, monkeyp
     """The run directory records what ``auto`` chose; a resume keeps it even where auto
     would now choose otherwise (another machine)."""
     config = _tiny_config(iters=6, precision="auto")
-    original = training.ScaleTrainer.run
-
-    def stop_in_scale_1(self, start, stop, on_metrics=None, on_checkpoint=None):
-        if self.scale == 1:
-            raise KeyboardInterrupt
-        return original(self, start, stop, on_metrics, on_checkpoint)
-
-    monkeypatch.setattr(training.ScaleTrainer, "run", stop_in_scale_1)
-    with pytest.raises(KeyboardInterrupt):
-        train_pyramid(config, rocket, tmp_path / "run")
-    monkeypatch.setattr(training.ScaleTrainer, "run", original)
+    _interrupted_in_scale_1(monkeypatch, config, rocket, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     chosen = run.read_config().precision
     assert chosen == training.resolve_precision("auto") != "auto"
