@@ -95,28 +95,73 @@ def evaluate_run(run: Path, num: int, seed: int = 0) -> dict:
     return json.loads(out.read_text())
 
 
-def plot(result: dict, path: Path) -> None:
+def short_labels(overrides: list[dict]) -> list[str]:
+    """Each run's settings that differ between the runs, e.g. ``iters=400,gp_every=3 s0``."""
+    keys = [k for k in dict.fromkeys(k for o in overrides for k in o) if k != "seed"]
+    varying = [k for k in keys if len({json.dumps(o.get(k)) for o in overrides}) > 1]
+    return [",".join(f"{k}={o[k]}" for k in varying if k in o) + f" s{o.get('seed', 0)}" for o in overrides]
+
+
+def quality_time_plot(points: list[dict], path: Path, title: str, targets: dict | None = None) -> None:
+    """Patch SWD and diversity against training wall time, one marker per run.
+
+    ``points``: dicts with ``label``, ``wall_s``, ``patch_swd``, ``diversity``
+    and optionally ``marker``; ``targets``: ``swd`` and/or ``wall_s`` lines.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    panels = ((axes[0], "patch_swd", "patch SWD (lower is better)"), (axes[1], "diversity", "diversity"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    panels = (
+        (axes[0], "patch_swd", "patch SWD to the training image (lower is better)"),
+        (axes[1], "diversity", "diversity"),
+    )
     for ax, key, label in panels:
-        for row in result["runs"]:
-            name = ",".join(f"{k}={v}" for k, v in row["overrides"].items() if k != "seed")
-            value = row["metrics"][key]
-            ax.scatter(row["wall_s"] / 60, value)
-            ax.annotate(f"{name} s{row['overrides'].get('seed', 0)}", (row["wall_s"] / 60, value), fontsize=7)
+        for i, point in enumerate(points):
+            ax.plot(
+                point["wall_s"] / 60,
+                point[key],
+                point.get("marker", "o"),
+                color=f"C{i % 10}",
+                markersize=8,
+                label=point["label"],
+            )
+        if targets and targets.get("wall_s"):
+            ax.axvline(targets["wall_s"] / 60, color="grey", ls=":", lw=1)
+        if targets and targets.get("swd") and key == "patch_swd":
+            ax.axhline(targets["swd"], color="grey", ls="--", lw=1)
+        if max(p["wall_s"] for p in points) > 10 * min(p["wall_s"] for p in points):
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("training wall time (min)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    machine = result["machine"]
-    fig.suptitle(f"max_size {result['max_size']}, {machine['cpu']}, {machine['cores']} cores")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * ((len(points) + 1) // 2), 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
     print(f"wrote {path}")
+
+
+def plot(result: dict, path: Path) -> None:
+    runs = result["runs"]
+    labels = short_labels([r["overrides"] for r in runs])
+    if len({r.get("commit") for r in runs}) > 1:  # the same setting trained by different code
+        labels = [f"{label} @{r.get('commit') or '?'}" for label, r in zip(labels, runs, strict=True)]
+    points = [
+        {"label": label, "wall_s": r["wall_s"], **{k: r["metrics"][k] for k in ("patch_swd", "diversity")}}
+        for label, r in zip(labels, runs, strict=True)
+    ]
+    machine = result["machine"]
+    common = {k: v for k, v in runs[0]["overrides"].items() if all(r["overrides"].get(k) == v for r in runs)}
+    common.pop("seed", None)
+    settings = ",".join(f"{k}={v}" for k, v in common.items())
+    quality_time_plot(points, path, f"{settings} - {machine['cpu']}, {machine['cores']} cores")
 
 
 def main(argv: list[str] | None = None) -> None:

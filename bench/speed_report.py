@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from bench.common import machine_info, write_result
-from bench.preset_sweep import evaluate_run, parse_setting, run_one
+from bench.preset_sweep import evaluate_run, parse_setting, quality_time_plot, run_one, short_labels
 
 
 def per_scale_speed(precision: str, iters: int, peak: dict) -> list[dict]:
@@ -91,6 +91,31 @@ def paper_run(path: Path, image: str, max_size: int, precision: str) -> dict:
     }
 
 
+def estimate_train_s(path: Path, iters: int) -> dict:
+    """A run's training time without interruptions or neighbours: its own pyramid timed here.
+
+    A long run is resumed and shares the machine along the way, so its
+    logged seconds say little; every scale is timed now with the run's own
+    config, sizes and XLA choice, and the estimate is the sum over scales
+    of first call (trace) + iterations x ms/iteration.
+    """
+    from bench.train_speed import time_scale
+    from singan_tf.pyramid import PyramidGeometry
+    from singan_tf.rundir import RunDir
+    from singan_tf.training import use_xla
+
+    run = RunDir(path)
+    config = run.read_config()
+    geometry = PyramidGeometry.from_dict(run.read_manifest()["geometry"])
+    rows = []
+    for scale in range(geometry.num_scales):
+        row = time_scale(config, geometry, scale, use_xla(config, geometry.sizes[scale]), iters)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    total = sum(r["first_call_s"] + config.iters * r["ms_per_iter"] / 1000 for r in rows)
+    return {"estimated_train_s": round(total, 1), "per_scale": rows}
+
+
 def markdown(result: dict) -> str:
     """The report's tables, as bench/README.md shows them."""
     lines = []
@@ -119,7 +144,14 @@ def markdown(result: dict) -> str:
             "|---|---|---|---|---|",
         ]
         paper = result["paper"]
-        rows = [(f"paper preset ({paper['precision']})", "hours (resumable)", paper["metrics"])]
+        estimate = paper.get("estimated_train_s")
+        if not estimate:
+            wall = "hours (resumable)"
+        elif estimate >= 3600:
+            wall = f"~{estimate / 3600:.1f} h (timed per scale)"
+        else:
+            wall = f"~{estimate:.0f} s (timed per scale)"
+        rows = [(f"paper preset ({paper['precision']})", wall, paper["metrics"])]
         for row in result.get("fast", []):
             name = ",".join(f"{k}={v}" for k, v in row["overrides"].items() if k != "max_size")
             rows.append((f"fast: {name}", f"{row['wall_s']:.0f} s", row["metrics"]))
@@ -139,6 +171,33 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(result: dict, sweeps: list[dict], path: Path) -> None:
+    """The quality/time plot: the sweep's settings, the fast preset per seed, the paper preset."""
+    runs = [r for sweep in sweeps for r in sweep["runs"] if sweep.get("max_size") == result["max_size"]]
+    labels = short_labels([r["overrides"] for r in runs])
+    points = [
+        {"label": f"sweep: {label}", "wall_s": r["wall_s"], "marker": "o", **r["metrics"]}
+        for label, r in zip(labels, runs, strict=True)
+    ]
+    for row in result["fast"]:
+        seed = row["overrides"].get("seed", 0)
+        points.append(
+            {"label": f"fast preset s{seed}", "wall_s": row["wall_s"], "marker": "*", **row["metrics"]}
+        )
+    paper = result["paper"]
+    if paper.get("estimated_train_s"):
+        points.append(
+            {"label": "paper preset", "wall_s": paper["estimated_train_s"], "marker": "s", **paper["metrics"]}
+        )
+    targets = {"swd": 1.10 * paper["metrics"]["patch_swd"], "wall_s": 900}
+    machine = result["machine"]
+    title = (
+        f"{result['max_size']} px, {machine['cpu']}, {machine['cores']} cores "
+        "(dashed: 1.10 x paper SWD; dotted: 15 min)"
+    )
+    quality_time_plot(points, path, title, targets)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper-run", default="bench/runs/paper_rocket250")
@@ -154,6 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num", type=int, default=50, help="samples scored per run")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale")
     parser.add_argument("--skip-speed", action="store_true", help="only the quality comparison")
+    parser.add_argument(
+        "--sweep",
+        nargs="*",
+        default=[],
+        help="preset-sweep results at the same size, drawn as the quality/time curve around the presets",
+    )
     parser.add_argument("--out", default="bench/results/speed_report.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -170,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
             write_result(out, result)  # every stage is kept, should a later one fail
     paper = paper_run(Path(args.paper_run), args.image, args.max_size, args.paper_precision)
     paper["metrics"] = evaluate_run(Path(args.paper_run), args.num)
+    if not args.skip_speed:
+        paper.update(estimate_train_s(Path(args.paper_run), args.iters))
     result["paper"] = paper
     write_result(out, result)
     result["fast"] = []
@@ -190,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_result(out, result)
     table = markdown(result)
     out.with_suffix(".md").write_text(table)
+    plot(result, [json.loads(Path(f).read_text()) for f in args.sweep], out.with_suffix(".png"))
     print(table)
     return result
 
