@@ -148,11 +148,17 @@ def quality_time_plot(points: list[dict], path: Path, title: str, targets: dict 
     print(f"wrote {path}")
 
 
-def plot(result: dict, path: Path) -> None:
-    runs = result["runs"]
+def run_labels(runs: list[dict]) -> list[str]:
+    """``short_labels`` of sweep runs, with the commit when runs were trained by different code."""
     labels = short_labels([r["overrides"] for r in runs])
     if len({r.get("commit") for r in runs}) > 1:  # the same setting trained by different code
         labels = [f"{label} @{r.get('commit') or '?'}" for label, r in zip(labels, runs, strict=True)]
+    return labels
+
+
+def plot(result: dict, path: Path) -> None:
+    runs = result["runs"]
+    labels = run_labels(runs)
     points = [
         {"label": label, "wall_s": r["wall_s"], **{k: r["metrics"][k] for k in ("patch_swd", "diversity")}}
         for label, r in zip(labels, runs, strict=True)

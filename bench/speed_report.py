@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from bench.common import machine_info, write_result
-from bench.preset_sweep import evaluate_run, parse_setting, quality_time_plot, run_one, short_labels
+from bench.preset_sweep import evaluate_run, parse_setting, quality_time_plot, run_labels, run_one
 
 
 def per_scale_speed(precision: str, iters: int, peak: dict) -> list[dict]:
@@ -174,7 +174,7 @@ def markdown(result: dict) -> str:
 def plot(result: dict, sweeps: list[dict], path: Path) -> None:
     """The quality/time plot: the sweep's settings, the fast preset per seed, the paper preset."""
     runs = [r for sweep in sweeps for r in sweep["runs"] if sweep.get("max_size") == result["max_size"]]
-    labels = short_labels([r["overrides"] for r in runs])
+    labels = run_labels(runs)
     points = [
         {"label": f"sweep: {label}", "wall_s": r["wall_s"], "marker": "o", **r["metrics"]}
         for label, r in zip(labels, runs, strict=True)
