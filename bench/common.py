@@ -9,6 +9,17 @@ import subprocess
 from pathlib import Path
 
 
+def git_commit() -> str:
+    """The short hash of the checked-out code ("" outside a git checkout)."""
+    try:
+        git = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return ""
+    return git.stdout.strip()
+
+
 def machine_info() -> dict:
     """What the numbers were measured on."""
     import tensorflow as tf
@@ -25,12 +36,6 @@ def machine_info() -> dict:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem_gib = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -38,7 +43,7 @@ def machine_info() -> dict:
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
-        "commit": commit,
+        "commit": git_commit(),
     }
 
 

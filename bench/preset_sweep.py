@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_info, write_result
+from bench.common import git_commit, machine_info, write_result
 
 TRAIN = (
     "import json, sys\n"
@@ -59,10 +59,8 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
         raise subprocess.CalledProcessError(proc.returncode, proc.args)
     metrics = evaluate_run(run, num)
     manifest = json.loads((run / "pyramid.json").read_text())
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    commit = git.stdout.strip()
     return {
-        "commit": commit,  # the code this run trained with (a sweep may span commits)
+        "commit": git_commit(),  # the code this run trained with (a sweep may span commits)
         "image": image or "bundled rocket.jpg",
         "overrides": overrides,
         "wall_s": round(wall, 1),

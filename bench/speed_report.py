@@ -32,23 +32,30 @@ from bench.preset_sweep import evaluate_run, parse_setting, quality_time_plot, r
 
 def per_scale_speed(precision: str, iters: int, peak: dict) -> list[dict]:
     """Every scale of the paper geometry at ``precision``; ``peak`` is ``bench peak``'s result."""
-    from bench.train_speed import time_scale
     from singan_tf.config import TrainConfig
     from singan_tf.pyramid import pyramid_geometry
-    from singan_tf.training import resolve_precision, use_xla
+    from singan_tf.training import resolve_precision
 
     config = TrainConfig(precision=resolve_precision(precision))
     geometry = pyramid_geometry((186, 248), config.min_size, config.max_size, config.scale_factor)
     key = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
     peak_gflops = peak.get(f"conv3x3_128ch_{key}_gflops") or peak["conv3x3_128ch_float32_gflops"]
-    rows = []
-    for scale in range(geometry.num_scales):
-        xla = use_xla(config, geometry.sizes[scale])
-        row = time_scale(config, geometry, scale, xla, iters)
+    rows = time_every_scale(config, geometry, iters)
+    for row in rows:
         row["precision"] = config.precision
         row["achieved_over_peak"] = round(row["achieved_gflops"] / peak_gflops, 2)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    return rows
+
+
+def time_every_scale(config, geometry, iters: int) -> list[dict]:
+    """``time_scale`` at every scale of ``geometry``, with the XLA choice training makes there."""
+    from bench.train_speed import time_scale
+    from singan_tf.training import use_xla
+
+    rows = []
+    for scale, size in enumerate(geometry.sizes):
+        rows.append(time_scale(config, geometry, scale, use_xla(config, size), iters))
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -99,19 +106,12 @@ def estimate_train_s(path: Path, iters: int) -> dict:
     config, sizes and XLA choice, and the estimate is the sum over scales
     of first call (trace) + iterations x ms/iteration.
     """
-    from bench.train_speed import time_scale
     from singan_tf.pyramid import PyramidGeometry
     from singan_tf.rundir import RunDir
-    from singan_tf.training import use_xla
 
     run = RunDir(path)
     config = run.read_config()
-    geometry = PyramidGeometry.from_dict(run.read_manifest()["geometry"])
-    rows = []
-    for scale in range(geometry.num_scales):
-        row = time_scale(config, geometry, scale, use_xla(config, geometry.sizes[scale]), iters)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    rows = time_every_scale(config, PyramidGeometry.from_dict(run.read_manifest()["geometry"]), iters)
     total = sum(r["first_call_s"] + config.iters * r["ms_per_iter"] / 1000 for r in rows)
     return {"estimated_train_s": round(total, 1), "per_scale": rows}
 
@@ -246,13 +246,12 @@ def main(argv: list[str] | None = None) -> dict:
         result["fast"].append(row)
         write_result(out, result)
         print(json.dumps({k: row[k] for k in ("overrides", "wall_s", "metrics")}), flush=True)
-    fast_rows = result["fast"]
-    swd = [r["metrics"]["patch_swd"] for r in fast_rows]
+    swd = [r["metrics"]["patch_swd"] for r in result["fast"]]
     result["summary"] = {
         "paper_swd": paper["metrics"]["patch_swd"],
         "fast_swd_mean": sum(swd) / len(swd),
         "fast_swd_over_paper": round(sum(swd) / len(swd) / paper["metrics"]["patch_swd"], 3),
-        "fast_wall_s_max": max(r["wall_s"] for r in fast_rows),
+        "fast_wall_s_max": max(r["wall_s"] for r in result["fast"]),
     }
     write_result(out, result)
     table = markdown(result)

@@ -289,11 +289,10 @@ class ScaleTrainer:
                 d_loss += self.config.gp_step_weight * gp
         self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
         # d_loss itself is logged once per iteration (_iteration_impl), in one form for any gp_every.
-        return (
-            {"d_real": d_real, "d_fake": d_fake, "gp": gp}
-            if with_gp
-            else {"d_real": d_real, "d_fake": d_fake}
-        )
+        metrics = {"d_real": d_real, "d_fake": d_fake}
+        if with_gp:
+            metrics["gp"] = gp
+        return metrics
 
     def _generator_step(self, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         gen = self.generator
