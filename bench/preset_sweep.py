@@ -59,6 +59,9 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
         raise subprocess.CalledProcessError(proc.returncode, proc.args)
     metrics = evaluate_run(run, num)
     manifest = json.loads((run / "pyramid.json").read_text())
+    # The same scores with scales 0-1 following the reconstruction: the
+    # global layout fixed, so they rate the finer scales' texture alone.
+    fine = evaluate_run(run, num, start_scale=FINE_START) if len(manifest["scales"]) > FINE_START else None
     return {
         "commit": git_commit(),  # the code this run trained with (a sweep may span commits)
         "image": image or "bundled rocket.jpg",
@@ -67,12 +70,16 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "scales": [(s["size"], s["channels"], s["seconds"]) for s in manifest["scales"]],
         "metrics": metrics,
+        "metrics_layout_fixed": fine,
     }
 
 
-def evaluate_run(run: Path, num: int, seed: int = 0) -> dict:
+FINE_START = 2
+
+
+def evaluate_run(run: Path, num: int, seed: int = 0, start_scale: int = 0) -> dict:
     """``singan_tf.evaluate`` on a run directory, in a subprocess; its report."""
-    out = run / "eval" / f"sweep_seed{seed}.json"
+    out = run / "eval" / f"sweep_start{start_scale}_seed{seed}.json"
     subprocess.run(
         [
             sys.executable,
@@ -83,6 +90,8 @@ def evaluate_run(run: Path, num: int, seed: int = 0) -> dict:
             str(num),
             "--seed",
             str(seed),
+            "--start-scale",
+            str(start_scale),
             "--out",
             str(out),
         ],

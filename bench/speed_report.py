@@ -27,7 +27,14 @@ import sys
 from pathlib import Path
 
 from bench.common import machine_info, write_result
-from bench.preset_sweep import evaluate_run, parse_setting, quality_time_plot, run_labels, run_one
+from bench.preset_sweep import (
+    FINE_START,
+    evaluate_run,
+    parse_setting,
+    quality_time_plot,
+    run_labels,
+    run_one,
+)
 
 
 def per_scale_speed(precision: str, iters: int, peak: dict) -> list[dict]:
@@ -54,7 +61,8 @@ def time_every_scale(config, geometry, iters: int) -> list[dict]:
 
     rows = []
     for scale, size in enumerate(geometry.sizes):
-        rows.append(time_scale(config, geometry, scale, use_xla(config, size), iters))
+        xla = use_xla(config, size, config.scale_iters(scale))
+        rows.append(time_scale(config, geometry, scale, xla, iters))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -112,7 +120,9 @@ def estimate_train_s(path: Path, iters: int) -> dict:
     run = RunDir(path)
     config = run.read_config()
     rows = time_every_scale(config, PyramidGeometry.from_dict(run.read_manifest()["geometry"]), iters)
-    total = sum(r["first_call_s"] + config.iters * r["ms_per_iter"] / 1000 for r in rows)
+    total = sum(
+        r["first_call_s"] + config.scale_iters(n) * r["ms_per_iter"] / 1000 for n, r in enumerate(rows)
+    )
     return {"estimated_train_s": round(total, 1), "per_scale": rows}
 
 
@@ -140,8 +150,9 @@ def markdown(result: dict) -> str:
         lines.append("")
     if "paper" in result:
         lines += [
-            "| run | wall time | patch SWD (finest, middle, coarsest level) | diversity | rec. RMSE |",
-            "|---|---|---|---|---|",
+            "| run | wall time | patch SWD (finest, middle, coarsest level) | diversity | rec. RMSE "
+            f"| SWD, scales < {FINE_START} fixed |",
+            "|---|---|---|---|---|---|",
         ]
         paper = result["paper"]
         estimate = paper.get("estimated_train_s")
@@ -151,15 +162,17 @@ def markdown(result: dict) -> str:
             wall = f"~{estimate / 3600:.1f} h (timed per scale)"
         else:
             wall = f"~{estimate:.0f} s (timed per scale)"
-        rows = [(f"paper preset ({paper['precision']})", wall, paper["metrics"])]
+        rows = [(f"paper preset ({paper['precision']})", wall, paper)]
         for row in result.get("fast", []):
             name = ",".join(f"{k}={v}" for k, v in row["overrides"].items() if k != "max_size")
-            rows.append((f"fast: {name}", f"{row['wall_s']:.0f} s", row["metrics"]))
-        for name, wall, m in rows:
+            rows.append((f"fast: {name}", f"{row['wall_s']:.0f} s", row))
+        for name, wall, scores in rows:
+            m, fixed = scores["metrics"], scores.get("metrics_layout_fixed")
             levels = ", ".join(f"{v:.3f}" for v in m.get("patch_swd_levels", []))
+            fixed_swd = f"{fixed['patch_swd']:.3f}" if fixed else "-"
             lines.append(
                 f"| {name} | {wall} | {m['patch_swd']:.3f} ({levels}) | {m['diversity']:.3f} "
-                f"| {m['reconstruction_rmse']:.3f} |"
+                f"| {m['reconstruction_rmse']:.3f} | {fixed_swd} |"
             )
     if "summary" in result:
         summary = result["summary"]
@@ -235,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_result(out, result)  # every stage is kept, should a later one fail
     paper = paper_run(Path(args.paper_run), args.image, args.max_size, args.paper_precision)
     paper["metrics"] = evaluate_run(Path(args.paper_run), args.num)
+    paper["metrics_layout_fixed"] = evaluate_run(Path(args.paper_run), args.num, start_scale=FINE_START)
     if not args.skip_speed:
         paper.update(estimate_train_s(Path(args.paper_run), args.iters))
     result["paper"] = paper

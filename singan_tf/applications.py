@@ -215,7 +215,7 @@ def fine_tune(
     pyramid.check_injection_scale(scale)
     if iters < 1:
         raise ConfigError("fine-tuning needs >= 1 iteration")
-    config = pyramid.config.replace(iters=iters)
+    config = pyramid.config.replace(iters=iters, iters_decay=1.0)
     sizes = noise_sizes(pyramid.sizes, scale_h)
     reals = [tf.constant(resize(image, size)[None]) for size in sizes]
     generators: list[ScaleGenerator] = list(pyramid.generators)

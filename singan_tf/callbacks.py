@@ -20,12 +20,15 @@ from singan_tf.sampling import Pyramid
 class ProgressBar:
     """One bar per scale: iterations, it/s, ETA for the scale and the losses.
 
-    Also prints an overall ETA estimated from the pixels*channels^2 cost of
-    the remaining scales relative to the finished ones.
+    Also prints an overall ETA estimated from the pixels*channels^2*iterations
+    cost of the remaining scales relative to the finished ones.
     """
 
-    def __init__(self, sizes: list[tuple[int, int]], channels: list[int], file=None):
-        self.cost = [h * w * c * c for (h, w), c in zip(sizes, channels, strict=True)]
+    def __init__(
+        self, sizes: list[tuple[int, int]], channels: list[int], iters: list[int] | None = None, file=None
+    ):
+        iters = iters or [1] * len(sizes)
+        self.cost = [h * w * c * c * i for (h, w), c, i in zip(sizes, channels, iters, strict=True)]
         self.file = file or sys.stderr
         self.bar: tqdm | None = None
         self.scale: int | None = None  # the scale in training, for progress within it

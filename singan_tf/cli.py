@@ -88,7 +88,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", type=int, help="longer side of the finest scale (paper: 250)")
     p.add_argument("--min-size", type=int, help="shorter side of the coarsest scale (paper: 25)")
     p.add_argument("--scale-factor", type=float, help="initial per-scale factor (paper: 0.75)")
-    p.add_argument("--iters", type=int, help="iterations per scale (paper: 2000)")
+    p.add_argument("--iters", type=int, help="iterations per scale (paper: 2000), or at the coarsest")
+    p.add_argument(
+        "--iters-decay",
+        type=float,
+        help="scale n trains iters * decay**n iterations (paper: 1, the same at every scale)",
+    )
     p.add_argument("--alpha", type=float, help="reconstruction loss weight (paper: 10)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation of the training step")
@@ -108,6 +113,7 @@ CONFIG_OPTIONS = [
     ("min_size", "min_size", "--min-size"),
     ("scale_factor", "scale_factor", "--scale-factor"),
     ("iters", "iters", "--iters"),
+    ("iters_decay", "iters_decay", "--iters-decay"),
     ("alpha", "alpha", "--alpha"),
     ("seed", "seed", "--seed"),
     ("jit_compile", "jit", "--jit"),
@@ -163,10 +169,12 @@ def train_with_feedback(config, image, run, geometry, resume: bool, progress: bo
     from singan_tf.training import check_memory, train_pyramid
 
     check_memory(config, geometry)
-    channels = [config.channels(n) for n in range(geometry.num_scales)]
+    scales = range(geometry.num_scales)
+    channels = [config.channels(n) for n in scales]
     callbacks = [TensorBoardLogger(run.logs, run.samples, config.seed)]
     if progress:
-        callbacks.insert(0, ProgressBar(list(geometry.sizes), channels))
+        iters = [config.scale_iters(n) for n in scales]
+        callbacks.insert(0, ProgressBar(list(geometry.sizes), channels, iters))
     return train_pyramid(config, image, run, callbacks, resume=resume)
 
 
@@ -200,12 +208,13 @@ def run_train(args: argparse.Namespace) -> int:
         path = Path(args.image) if args.image else bundled_image()
         image = load_image(path)
         geometry = new_geometry(config, image, path.name)
+        first, last = config.scale_iters(0), config.scale_iters(geometry.num_scales - 1)
         log.info(
-            "training %d scales on %s (%s preset, %d iterations per scale) into %s",
+            "training %d scales on %s (%s preset, %s iterations per scale) into %s",
             geometry.num_scales,
             path.name,
             config.preset,
-            config.iters,
+            first if first == last else f"{first} down to {last}",
             run.path,
         )
     result = train_with_feedback(config, image, run, geometry, args.resume, not args.no_progress)

@@ -45,14 +45,18 @@ class TrainConfig:
     gp_every: int = 1
     noise_amp_factor: float = 0.1  # amp_n = factor * RMSE(x_n, up(rec_{n-1}))
     # Optimisation (section 4).
-    iters: int = 2000  # iterations per scale
+    iters: int = 2000  # iterations at the coarsest scale (every scale, in the paper)
+    # Iterations at scale n: iters * iters_decay**n (1 = the paper's flat
+    # schedule). Below 1, coarse scales, which set the global layout and cost
+    # little, train longer than the expensive finest ones.
+    iters_decay: float = 1.0
     critic_steps: int = 3
     generator_steps: int = 3
     lr_g: float = 5e-4
     lr_d: float = 5e-4
     beta_1: float = 0.5
     beta_2: float = 0.999
-    lr_milestone: float = 0.8  # fraction of iters after which lr *= lr_gamma
+    lr_milestone: float = 0.8  # fraction of a scale's iters after which lr *= lr_gamma
     lr_gamma: float = 0.1
     # Execution.
     seed: int = 0
@@ -70,6 +74,7 @@ class TrainConfig:
         """Reject values that cannot train, with the option's CLI name."""
         checks = [
             (self.iters >= 1, "--iters must be >= 1"),
+            (0.0 < self.iters_decay <= 1.0, "--iters-decay must be in (0, 1]"),
             (0.0 < self.scale_factor < 1.0, "--scale-factor must be in (0, 1)"),
             (self.min_size >= 11, "--min-size must be >= 11 (the nets' receptive field)"),
             (self.max_size >= self.min_size, "--max-size must be >= --min-size"),
@@ -108,14 +113,17 @@ class TrainConfig:
         """Zero padding per side of the generator input (5 for 5 3x3 convs)."""
         return self.num_layers * (self.kernel_size - 1) // 2
 
-    @property
-    def lr_milestone_iter(self) -> int:
-        """Iteration at which the learning rates drop (80% of the iterations)."""
-        return max(1, math.ceil(self.lr_milestone * self.iters))
+    def scale_iters(self, scale: int) -> int:
+        """Iterations at scale n: ``round(iters * iters_decay**n)``, at least 1."""
+        return max(1, round(self.iters * self.iters_decay**scale))
 
-    def learning_rate(self, base: float, iteration: int) -> float:
-        """Learning rate at a given iteration (0-based) of a scale."""
-        return base * (self.lr_gamma if iteration >= self.lr_milestone_iter else 1.0)
+    def lr_milestone_iter(self, scale: int = 0) -> int:
+        """Iteration of scale n at which the learning rates drop (80% of its iterations)."""
+        return max(1, math.ceil(self.lr_milestone * self.scale_iters(scale)))
+
+    def learning_rate(self, base: float, iteration: int, scale: int = 0) -> float:
+        """Learning rate at a given iteration (0-based) of scale n."""
+        return base * (self.lr_gamma if iteration >= self.lr_milestone_iter(scale) else 1.0)
 
     @property
     def gp_steps(self) -> list[int]:

@@ -64,9 +64,10 @@ class TrainingCallback(Protocol):
     def on_scale_end(self, scale: int, info: dict, pyramid: Pyramid) -> None: ...
 
 
-def use_xla(config: TrainConfig, size: tuple[int, int]) -> bool:
+def use_xla(config: TrainConfig, size: tuple[int, int], iters: int) -> bool:
+    """XLA for small scales that run long enough to repay its compile time (jit auto)."""
     if config.jit_compile == "auto":
-        return size[0] * size[1] <= XLA_MAX_PIXELS and config.iters >= XLA_MIN_ITERS
+        return size[0] * size[1] <= XLA_MAX_PIXELS and iters >= XLA_MIN_ITERS
     return config.jit_compile == "on"
 
 
@@ -115,13 +116,13 @@ def check_memory(config: TrainConfig, geometry: PyramidGeometry) -> None:
         )
 
 
-def lr_schedule(config: TrainConfig, lr: float, steps_per_iter: int):
-    """lr, then lr * gamma from iteration ``lr_milestone_iter`` on.
+def lr_schedule(config: TrainConfig, lr: float, steps_per_iter: int, scale: int):
+    """lr, then lr * gamma from scale n's ``lr_milestone_iter`` on.
 
     Adam's step counter advances ``steps_per_iter`` times per iteration, so
     the drop comes at step ``milestone * steps_per_iter``.
     """
-    boundary = config.lr_milestone_iter * steps_per_iter - 1
+    boundary = config.lr_milestone_iter(scale) * steps_per_iter - 1
     return keras.optimizers.schedules.PiecewiseConstantDecay([boundary], [lr, lr * config.lr_gamma])
 
 
@@ -245,12 +246,12 @@ class ScaleTrainer:
         self.loss_scales = (
             (LossScale(), LossScale()) if resolve_precision(config.precision) == "mixed_float16" else None
         )  # (critic, generator)
-        self.jit = use_xla(config, tuple(real.shape[1:3]))
+        self.jit = use_xla(config, tuple(real.shape[1:3]), config.scale_iters(scale))
         # No data-dependent Python control flow inside: autograph only slows tracing.
         self._iteration = tf.function(self._iteration_impl, jit_compile=self.jit, autograph=False)
 
     def _adam(self, lr: float, steps_per_iter: int) -> keras.optimizers.Adam:
-        schedule = lr_schedule(self.config, lr, steps_per_iter)
+        schedule = lr_schedule(self.config, lr, steps_per_iter, self.scale)
         return keras.optimizers.Adam(schedule, beta_1=self.config.beta_1, beta_2=self.config.beta_2)
 
     # -- one iteration, traced once ------------------------------------
@@ -498,7 +499,7 @@ def train_pyramid(
             "size": size,
             "channels": config.channels(n),
             "noise_amp": amp,
-            "iters": config.iters,
+            "iters": config.scale_iters(n),
             "start": start,
             "xla": trainer.jit,
         }
@@ -513,11 +514,12 @@ def train_pyramid(
         def checkpoint_now(it, n=n, trainer=trainer):
             run.write_checkpoint(n, it, trainer.state())
 
-        last = trainer.run(start, config.iters, report, checkpoint_now)
+        last = trainer.run(start, config.scale_iters(n), report, checkpoint_now)
         g.trainable = False
         rec = g(rec_input, training=False)
         stats = {
             "seconds": round(time.perf_counter() - ts, 3),
+            "iters": config.scale_iters(n),
             "rec_rmse": float(tf.sqrt(reconstruction_loss(rec, real))),
             "final": last,
         }

@@ -31,3 +31,14 @@ def test_total_eta_follows_progress_within_a_scale(monkeypatch):
     bar.on_iterations(1, 75, None)
     assert float(bar._eta().split()[0]) < float(eta_half.split()[0])  # shrinks as the scale runs
     assert eta_half == f"{50 * 1.5 / 2.5 / 60:.1f} min"
+
+
+def test_total_eta_weighs_scales_by_their_iterations(monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock["t"])
+    # Scale 0 runs 300 iterations, scale 1 (3x the pixels) 100: equal costs.
+    bar = ProgressBar([(1, 1), (1, 3)], [1, 1], [300, 100], file=io.StringIO())
+    bar.on_scale_begin(0, {"size": (1, 1), "num_scales": 2, "channels": 1, "noise_amp": 1.0, "iters": 300})
+    clock["t"] = 30.0
+    bar.on_iterations(0, 300, None)
+    assert bar._eta() == f"{30 / 60:.1f} min"  # half the total cost done in 30 s

@@ -156,9 +156,11 @@ def test_fast_preset_trains_and_records_a_concrete_precision(tmp_path):
     from singan_tf.training import resolve_precision
 
     out = tmp_path / "run"
-    args = ["--preset", "fast", "--max-size", "40", "--iters", "4", "--num-samples", "2", "--no-progress"]
-    assert command_main("train", [*args, "--out", str(out)]) == 0
+    args = ["--preset", "fast", "--max-size", "40", "--iters", "8", "--iters-decay", "0.5", "--no-progress"]
+    assert command_main("train", [*args, "--num-samples", "2", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert (config["preset"], config["max_channels"], config["iters"]) == ("fast", 32, 4)
+    assert (config["preset"], config["max_channels"], config["iters"]) == ("fast", 32, 8)
+    scales = json.loads((out / "pyramid.json").read_text())["scales"]
+    assert [s["iters"] for s in scales] == [8, 4, 2][: len(scales)] and len(scales) >= 2
     assert config["precision"] == resolve_precision("auto") != "auto"
     assert len(list((out / "samples").glob("sample_*.png"))) == 2

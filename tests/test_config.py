@@ -32,11 +32,23 @@ def test_receptive_field_and_padding():
 
 def test_lr_milestone_is_80_percent_of_iterations():
     c = TrainConfig()
-    assert c.lr_milestone_iter == 1600  # the reference's fixed milestone at 2000 iterations
+    assert c.lr_milestone_iter() == 1600  # the reference's fixed milestone at 2000 iterations
     assert c.learning_rate(5e-4, 1599) == pytest.approx(5e-4)
     assert c.learning_rate(5e-4, 1600) == pytest.approx(5e-5)
     q = TrainConfig(iters=400)
-    assert q.lr_milestone_iter == 320
+    assert q.lr_milestone_iter() == 320
+
+
+def test_iteration_schedule_decays_per_scale():
+    paper = TrainConfig()
+    assert [paper.scale_iters(n) for n in range(9)] == [2000] * 9  # the paper's flat schedule
+    c = TrainConfig(iters=800, iters_decay=0.5)
+    assert [c.scale_iters(n) for n in range(4)] == [800, 400, 200, 100]
+    assert c.scale_iters(30) == 1  # never zero
+    # Each scale's learning rate drops at 80% of its own iterations.
+    assert [c.lr_milestone_iter(n) for n in range(3)] == [640, 320, 160]
+    assert c.learning_rate(5e-4, 159, scale=2) == pytest.approx(5e-4)
+    assert c.learning_rate(5e-4, 160, scale=2) == pytest.approx(5e-5)
 
 
 def test_json_round_trip():
@@ -67,6 +79,8 @@ def test_presets():
     [
         ({"iters": 0}, "--iters"),
         ({"iters": -5}, "--iters"),
+        ({"iters_decay": 0.0}, "--iters-decay"),
+        ({"iters_decay": 1.5}, "--iters-decay"),
         ({"scale_factor": 1.0}, "--scale-factor"),
         ({"scale_factor": 0.0}, "--scale-factor"),
         ({"min_size": 300}, "--max-size must be >= --min-size"),

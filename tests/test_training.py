@@ -15,24 +15,26 @@ from singan_tf.rundir import RunDir, load_pyramid
 from singan_tf.training import ScaleTrainer, lr_schedule, use_xla
 
 
-@pytest.mark.parametrize("iters", [2000, 400, 10])
-def test_lr_schedule_drops_at_80_percent(iters):
-    config = TrainConfig(iters=iters)
+@pytest.mark.parametrize(
+    ("iters", "decay", "scale"), [(2000, 1.0, 0), (400, 1.0, 5), (10, 1.0, 0), (900, 0.7, 3)]
+)
+def test_lr_schedule_drops_at_80_percent(iters, decay, scale):
+    config = TrainConfig(iters=iters, iters_decay=decay)
     for steps in (3, 1):
-        schedule = lr_schedule(config, 5e-4, steps)
-        for it in range(iters):
+        schedule = lr_schedule(config, 5e-4, steps, scale)
+        for it in range(config.scale_iters(scale)):
             # every optimizer step of iteration `it` sees the iteration's rate
             for k in range(steps):
-                want = config.learning_rate(5e-4, it)
+                want = config.learning_rate(5e-4, it, scale)
                 assert float(schedule(it * steps + k)) == pytest.approx(want), (it, k)
 
 
 def test_xla_choice():
-    assert use_xla(TrainConfig(), (25, 34))
-    assert not use_xla(TrainConfig(), (186, 248))
-    assert not use_xla(TrainConfig(iters=400), (25, 34))  # compile time would not pay off
-    assert use_xla(TrainConfig(jit_compile="on"), (186, 248))
-    assert not use_xla(TrainConfig(jit_compile="off"), (25, 34))
+    assert use_xla(TrainConfig(), (25, 34), 2000)
+    assert not use_xla(TrainConfig(), (186, 248), 2000)
+    assert not use_xla(TrainConfig(), (25, 34), 400)  # compile time would not pay off
+    assert use_xla(TrainConfig(jit_compile="on"), (186, 248), 10)
+    assert not use_xla(TrainConfig(jit_compile="off"), (25, 34), 2000)
 
 
 def _trainer(rocket, scale, **cfg):
