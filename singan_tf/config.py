@@ -183,7 +183,7 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # to 128, 800 iterations at the coarsest scale falling by 0.87x per scale
 # (302 at the 8th: the coarse scales that set the layout train longest), and
 # the fastest precision the machine has (bfloat16 on AVX-512-BF16 CPUs:
-# ~810 s for the bundled image).
+# 806-859 s for the bundled image over four seeds).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_size": 80, "iters": 400},
