@@ -133,6 +133,8 @@ def quality_time_plot(points: list[dict], path: Path, title: str, targets: dict 
                 point[key],
                 point.get("marker", "o"),
                 color=f"C{i % 10}",
+                markerfacecolor=None if i < 10 else "none",  # hollow once the 10 colours repeat
+                markeredgewidth=1.5,
                 markersize=8,
                 label=point["label"],
             )
