@@ -486,6 +486,7 @@ def train_pyramid(
         # Seed per scale, so a resumed run initialises scale n as a fresh one would.
         keras.utils.set_random_seed(config.seed * 1009 + n)
         g, d = init_scale_nets(config, n, gens, critics)
+        iters = config.scale_iters(n)
         trainer = ScaleTrainer(config, n, real, g, d, gens, amps, geometry.sizes[:n], amp, rec_input)
         start = 0
         checkpoint = run.read_checkpoint(n)
@@ -499,7 +500,7 @@ def train_pyramid(
             "size": size,
             "channels": config.channels(n),
             "noise_amp": amp,
-            "iters": config.scale_iters(n),
+            "iters": iters,
             "start": start,
             "xla": trainer.jit,
         }
@@ -514,12 +515,12 @@ def train_pyramid(
         def checkpoint_now(it, n=n, trainer=trainer):
             run.write_checkpoint(n, it, trainer.state())
 
-        last = trainer.run(start, config.scale_iters(n), report, checkpoint_now)
+        last = trainer.run(start, iters, report, checkpoint_now)
         g.trainable = False
         rec = g(rec_input, training=False)
         stats = {
             "seconds": round(time.perf_counter() - ts, 3),
-            "iters": config.scale_iters(n),
+            "iters": iters,
             "rec_rmse": float(tf.sqrt(reconstruction_loss(rec, real))),
             "final": last,
         }
