@@ -180,12 +180,13 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # "fast" is the best of the 250-px quality/time sweep that trains within 15
 # minutes on 2 CPU cores (bench/README.md, results/preset_sweep_250.json):
 # the paper's pyramid and losses, 32 channels at every scale instead of up
-# to 128, 800 iterations at the coarsest scale falling by 0.87x per scale
-# (302 at the 8th: the coarse scales that set the layout train longest), and
-# the fastest precision the machine has (bfloat16 on AVX-512-BF16 CPUs:
-# 806-859 s for the bundled image over four seeds).
+# to 128, 1000 iterations at the coarsest scale falling by 0.8x per scale
+# (210 at the 8th: the coarse scales that set the layout train longest, the
+# fine ones, which only add texture, train shortest), and the fastest
+# precision the machine has (bfloat16 on AVX-512-BF16 CPUs: ~12.5 min for the
+# bundled image).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_size": 80, "iters": 400},
-    "fast": {"max_channels": 32, "iters": 800, "iters_decay": 0.87, "precision": "auto"},
+    "fast": {"max_channels": 32, "iters": 1000, "iters_decay": 0.8, "precision": "auto"},
 }

@@ -68,9 +68,9 @@ def test_presets():
     assert (fast.max_size, fast.min_size, fast.scale_factor) == (250, 25, 0.75)
     assert (fast.alpha, fast.gp_weight, fast.gp_every, fast.critic_steps) == (10.0, 0.1, 1, 3)
     assert [fast.channels(n) for n in range(9)] == [32] * 9
-    assert (fast.iters, fast.precision) == (800, "auto")
-    # Coarse scales train longest: 800 iterations at scale 0, 302 at scale 7 (a 250-px pyramid's finest).
-    assert [fast.scale_iters(n) for n in (0, 1, 4, 7)] == [800, 696, 458, 302]
+    assert (fast.iters, fast.iters_decay, fast.precision) == (1000, 0.8, "auto")
+    # Coarse scales train longest: 1000 iterations at scale 0, 210 at scale 7 (a 250-px pyramid's finest).
+    assert [fast.scale_iters(n) for n in (0, 1, 4, 7)] == [1000, 800, 410, 210]
     assert TrainConfig.from_preset("fast", iters=800).iters == 800  # options still override
     with pytest.raises(ConfigError, match="unknown preset"):
         TrainConfig.from_preset("nope")
