@@ -28,8 +28,9 @@ TRAIN = (
     "import json, sys\n"
     "from singan_tf.config import TrainConfig\n"
     "from singan_tf.images import bundled_image, load_image\n"
-    "from singan_tf.training import train_pyramid\n"
+    "from singan_tf.training import configure_threads, train_pyramid\n"
     "overrides, image, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
+    "configure_threads(overrides.pop('cpu_threads', 'auto'))  # as python -m singan_tf.train does\n"
     "config = TrainConfig.from_preset(overrides.pop('preset', 'paper'), **overrides)\n"
     "train_pyramid(config, load_image(image or bundled_image('rocket.jpg')), out)\n"
 )

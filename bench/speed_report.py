@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         default=[],
         help="preset-sweep results at the same size, drawn as the quality/time curve around the presets",
     )
+    parser.add_argument("--cpu-threads", default="auto", help="as singan_tf.train's --cpu-threads")
     parser.add_argument("--out", default="bench/results/speed_report.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -239,9 +240,17 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     result: dict = {"benchmark": "speed_report", "machine": machine_info(), "max_size": args.max_size}
     if not args.skip_speed:
-        from bench.peak import main as peak_main
+        # The peak in its own process, with TensorFlow's thread pools: a lone conv on every core.
+        peak_out = out.with_name(out.stem + "_peak.json")
+        peak_cmd = [sys.executable, "-m", "bench", "peak", "--reps", "10", "--out", str(peak_out)]
+        subprocess.run(peak_cmd, check=True)
+        peak = json.loads(peak_out.read_text())
+        peak_out.unlink()
+    # Timed like training: the thread pools python -m singan_tf.train would set.
+    from singan_tf.training import configure_threads
 
-        peak = peak_main(["--reps", "10", "--out", ""])  # both dtypes, once
+    result["cpu_threads"] = configure_threads(args.cpu_threads)
+    if not args.skip_speed:
         result["peak"], result["per_scale"] = peak, {}
         for precision in ("float32", "auto"):
             result["per_scale"][precision] = per_scale_speed(precision, args.iters, peak)

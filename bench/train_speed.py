@@ -89,12 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timed seconds per row")
     parser.add_argument("--modes", default="plain,xla")
     parser.add_argument("--precision", default="float32")
+    parser.add_argument("--cpu-threads", default="auto", help="as singan_tf.train's --cpu-threads")
     parser.add_argument("--out", default="bench/results/train_speed.json")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from singan_tf.config import TrainConfig
     from singan_tf.pyramid import pyramid_geometry
+    from singan_tf.training import configure_threads
+
+    threads = configure_threads(args.cpu_threads)
 
     config = TrainConfig(precision=args.precision)
     geometry = pyramid_geometry((186, 248), config.min_size, config.max_size, config.scale_factor)
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "benchmark": "train_speed",
         "precision": args.precision,
+        "cpu_threads": threads,
         "machine": machine_info(),
         "rows": rows,
     }

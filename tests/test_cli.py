@@ -34,6 +34,8 @@ def test_missing_image_subprocess(tmp_path):
         (["--iters", "-3"], "--iters must be >= 1"),
         (["--scale-factor", "1.5"], "--scale-factor must be in (0, 1)"),
         (["--min-size", "300"], "--max-size must be >= --min-size"),
+        (["--cpu-threads", "two"], "--cpu-threads must be auto, tf or INTRA,INTER"),
+        (["--cpu-threads", "0,2"], "--cpu-threads must be auto, tf or INTRA,INTER"),
     ],
 )
 def test_invalid_options(tmp_path, capsys, args, message):

@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 
 from singan_tf.config import TrainConfig
+from singan_tf.errors import ConfigError
 from singan_tf.images import load_image
 from singan_tf.models import build_critic, build_generator
 from singan_tf.pyramid import build_pyramid, pyramid_geometry
 from singan_tf.rundir import RunDir, load_pyramid
-from singan_tf.training import ScaleTrainer, lr_schedule, use_xla
+from singan_tf.training import ScaleTrainer, lr_schedule, thread_plan, use_xla
 
 
 @pytest.mark.parametrize(
@@ -29,12 +30,30 @@ def test_lr_schedule_drops_at_80_percent(iters, decay, scale):
                 assert float(schedule(it * steps + k)) == pytest.approx(want), (it, k)
 
 
-def test_xla_choice():
+def test_xla_choice(monkeypatch):
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)  # TF's pools
     assert use_xla(TrainConfig(), (25, 34), 2000)
     assert not use_xla(TrainConfig(), (186, 248), 2000)
     assert not use_xla(TrainConfig(), (25, 34), 400)  # compile time would not pay off
     assert use_xla(TrainConfig(jit_compile="on"), (186, 248), 10)
     assert not use_xla(TrainConfig(jit_compile="off"), (25, 34), 2000)
+    # One thread per op (--cpu-threads auto on a small CPU): XLA's single program would use one core.
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 1)
+    assert not use_xla(TrainConfig(), (25, 34), 2000)
+    assert use_xla(TrainConfig(jit_compile="on"), (25, 34), 2000)  # asked for explicitly
+
+
+def test_thread_plan():
+    # auto: one thread per op, one op per core, on CPU-only machines with up to 4 cores.
+    assert thread_plan("auto", cores=2, gpus=0) == (1, 2)
+    assert thread_plan("auto", cores=4, gpus=0) == (1, 4)
+    assert thread_plan("auto", cores=16, gpus=0) is None  # TensorFlow's pools
+    assert thread_plan("auto", cores=2, gpus=1) is None
+    assert thread_plan("tf", cores=2, gpus=0) is None
+    assert thread_plan("2,1", cores=2, gpus=0) == (2, 1)
+    for bad in ("two", "1", "0,2", "1,2,3", "-1,2"):
+        with pytest.raises(ConfigError, match="--cpu-threads"):
+            thread_plan(bad, cores=2, gpus=0)
 
 
 def _trainer(rocket, scale, **cfg):
