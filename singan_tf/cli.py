@@ -83,7 +83,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         choices=["paper", "quick", "fast"],
         help="paper: the paper's settings (default); fast: the paper's pyramid with 32-channel nets, "
         "1000 iterations at the coarsest scale falling 0.8x per scale, and the machine's fastest "
-        "precision (~13 min at 250 px on 2 CPU cores); "
+        "precision (~10 min at 250 px on 2 CPU cores); "
         "quick: small and fast (minutes on a CPU)",
     )
     p.add_argument("--max-size", type=int, help="longer side of the finest scale (paper: 250)")

@@ -183,7 +183,7 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # to 128, 1000 iterations at the coarsest scale falling by 0.8x per scale
 # (210 at the 8th: the coarse scales that set the layout train longest, the
 # fine ones, which only add texture, train shortest), and the fastest
-# precision the machine has (bfloat16 on AVX-512-BF16 CPUs: ~12.5 min for the
+# precision the machine has (bfloat16 on AVX-512-BF16 CPUs: ~10 min for the
 # bundled image).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
