@@ -491,7 +491,6 @@ def _train_sr(args: argparse.Namespace):
     if args.scale_factor is not None:
         raise ConfigError("sr derives the scale factor from --factor; leave --scale-factor out")
     base = config_from_args(args)
-    _configure_threads(args)
     from singan_tf.images import load_image
 
     image = load_image(args.source)
@@ -501,10 +500,12 @@ def _train_sr(args: argparse.Namespace):
 
     config = sr_config(base, args.factor, SR_ALPHA if args.alpha is None else args.alpha)
     run = RunDir(args.out)
+    complete = False
     if run.exists():
         manifest = run.read_manifest()
         geometry = PyramidGeometry.from_dict(manifest["geometry"])
-        if len(manifest["scales"]) == geometry.num_scales:
+        complete = len(manifest["scales"]) == geometry.num_scales
+        if complete:
             log.info("%s already holds this SR run; only upsampling", run.path)
     else:
         geometry = new_geometry(config, image, Path(args.source).name)
@@ -516,6 +517,8 @@ def _train_sr(args: argparse.Namespace):
             geometry.scale_factor,
             run.path,
         )
+    if not complete:  # training's thread pools; upsampling alone keeps TensorFlow's
+        _configure_threads(args)
     result = train_with_feedback(config, image, run, geometry, run.exists(), not args.no_progress)
     return result.pyramid, run.read_image(), run.path / f"sr_x{args.factor:g}.png"
 
