@@ -6,6 +6,9 @@ or [H, W, 3]; ``METRICS`` maps names to them for ``evaluate``.
 * ``patch_swd``: sliced Wasserstein distance between 7x7 patch
   distributions of samples and the training image, per level of a
   Gaussian pyramid (coarse levels: layout, fine levels: texture), averaged.
+* ``bandpass_swd``: the same per band of a Laplacian pyramid (Karras et
+  al. 2018): each band holds one octave of detail, so blur shows in the
+  finest band, where a Gaussian level's low frequencies hide it.
 * ``diversity``: mean per-pixel std across samples / the image's std.
 * ``reconstruction_rmse``: RMSE of the finest-scale reconstruction.
 * ``sifid``: single-image FID (the paper's), with Inception-V3 features
@@ -101,6 +104,76 @@ def patch_swd_levels(
     return dists
 
 
+def _blur_up(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Inverse of ``_blur_down``: zeros between the pixels, the same blur with 4x its gain, cropped."""
+    k = np.array([1, 4, 6, 4, 1], np.float32) / 8  # /16 per axis, x2 per axis for the zeros
+    up = np.zeros((x.shape[0], 2 * x.shape[1], 2 * x.shape[2], x.shape[3]), np.float32)
+    up[:, ::2, ::2] = x
+    pad = np.pad(up, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    rows = sum(k[i] * pad[:, i : i + up.shape[1]] for i in range(5))
+    cols = sum(k[i] * rows[:, :, i : i + up.shape[2]] for i in range(5))
+    return cols[:, : size[0], : size[1]]
+
+
+def laplacian_pyramid(images: np.ndarray, min_size: int = 16) -> list[np.ndarray]:
+    """Band-pass levels, finest first: ``G_k - up(G_{k+1})``, then the low-pass residual.
+
+    ``G`` is the Gaussian pyramid of ``_blur_down``, halved while the shorter
+    side stays at least ``min_size`` (Karras et al. 2018 stop at 16 px). The
+    bands sum back to the image: ``up`` of each coarser level plus its band.
+    """
+    gauss = [_batch(images)]
+    while min(gauss[-1].shape[1:3]) // 2 >= min_size:
+        gauss.append(_blur_down(gauss[-1]))
+    bands = [
+        fine - _blur_up(coarse, fine.shape[1:3]) for fine, coarse in zip(gauss[:-1], gauss[1:], strict=True)
+    ]
+    return bands + [gauss[-1]]
+
+
+def _neighbourhoods(images: np.ndarray, size: int, count: int, seed: list[int]) -> np.ndarray:
+    """``count`` random ``size`` x ``size`` neighbourhoods; the same positions for inputs of one shape."""
+    return _patches(images, size, count, np.random.default_rng(seed))
+
+
+def bandpass_swd(
+    samples: np.ndarray,
+    image: np.ndarray,
+    patch: int = 7,
+    patches_per_band: int = 4096,
+    projections: int = 128,
+    repeats: int = 4,
+    seed: int = 0,
+) -> list[float]:
+    """Sliced Wasserstein distance per Laplacian-pyramid band, finest first (lower is better).
+
+    As Karras et al. ("Progressive Growing of GANs", 2018, section 5): 7x7
+    neighbourhoods of every band of the samples and of the image, the SWD
+    between the two sets over ``repeats`` x ``projections`` random directions,
+    one distance per band. A band holds one octave of detail, so a sample
+    that lost its finest detail (blur) scores badly in the finest band even
+    though its low frequencies, which dominate a Gaussian level's patches,
+    still match. Unlike Karras et al., who normalise each set by its own
+    per-channel mean and std, both sets are normalised by the image's: a
+    band that lost its energy must not be scaled back up.
+    """
+    ref_bands = laplacian_pyramid(image)
+    gen_bands = laplacian_pyramid(samples)[: len(ref_bands)]
+    rng = np.random.default_rng([seed, 1])
+    dists = []
+    for band, (ref, gen) in enumerate(zip(ref_bands, gen_bands, strict=False)):
+        if min(ref.shape[1:3]) < patch or min(gen.shape[1:3]) < patch:
+            break
+        a = _neighbourhoods(ref, patch, patches_per_band, [seed, band])
+        b = _neighbourhoods(gen, patch, patches_per_band, [seed, band])
+        channels = a.reshape(len(a), 3, -1)  # [count, 3, patch*patch]: windows are channel-major
+        mean = channels.mean(axis=(0, 2)).repeat(patch * patch)
+        std = channels.std(axis=(0, 2)).repeat(patch * patch) + 1e-8
+        a, b = (a - mean) / std, (b - mean) / std
+        dists.append(float(np.mean([sliced_wasserstein(a, b, projections, rng) for _ in range(repeats)])))
+    return dists
+
+
 def diversity(samples: np.ndarray, image: np.ndarray) -> float:
     """Mean per-pixel std across samples divided by the image's std (paper's measure)."""
     samples = _batch(samples)
@@ -172,5 +245,6 @@ def sifid(samples: np.ndarray, image: np.ndarray, features) -> list[float]:
 
 METRICS = {
     "patch_swd": patch_swd,
+    "bandpass_swd": bandpass_swd,
     "diversity": diversity,
 }

@@ -3,10 +3,14 @@ import pytest
 
 from singan_tf.errors import InputError
 from singan_tf.metrics import (
+    _blur_down,
+    _blur_up,
+    bandpass_swd,
     diversity,
     feature_stats,
     frechet_distance,
     inception_features,
+    laplacian_pyramid,
     patch_swd,
     patch_swd_levels,
     reconstruction_rmse,
@@ -37,6 +41,32 @@ def test_swd_levels_tell_texture_from_layout(rocket):
     assert len(levels) == 3
     assert levels[0] > 2 * levels[-1]
     assert patch_swd(blurred, img) == pytest.approx(np.mean(levels))
+
+
+def test_laplacian_bands_sum_back_to_the_image(rocket):
+    img = rocket[:167, :250]
+    bands = laplacian_pyramid(img)
+    assert [b.shape[1:3] for b in bands] == [(167, 250), (84, 125), (42, 63), (21, 32)]  # down to 16 px
+    rec = bands[-1]
+    for band in reversed(bands[:-1]):
+        rec = _blur_up(rec, band.shape[1:3]) + band
+    np.testing.assert_allclose(rec[0], img, atol=1e-5)
+
+
+def test_bandpass_swd_known_answers(rocket):
+    img = rocket[:167, :250]
+    assert bandpass_swd(img, img) == [0.0, 0.0, 0.0, 0.0]  # identical images: 0 in every band
+    shifted = np.roll(img, (5, 9), axis=(0, 1))
+    blurred = _blur_up(_blur_down(img[None]), img.shape[:2])[0]  # the finest octave removed
+    swd_shift, swd_blur = bandpass_swd(shifted, img), bandpass_swd(blurred, img)
+    assert swd_blur[0] > 3 * swd_shift[0]  # blur is worse in the finest band than a shift
+    assert swd_blur[-1] < swd_shift[-1]  # ...and no worse in the low-pass residual
+    # The Gaussian level lets most of that blur pass: its patches keep the low frequencies.
+    gauss_shift, gauss_blur = patch_swd_levels(shifted, img)[0], patch_swd_levels(blurred, img)[0]
+    assert swd_blur[0] / swd_shift[0] > 2 * gauss_blur / gauss_shift
+    # Many samples against one image: same bands, finite distances.
+    noisy = np.stack([img + 0.05 * np.random.default_rng(k).standard_normal(img.shape) for k in range(3)])
+    assert all(np.isfinite(bandpass_swd(noisy.astype(np.float32), img)))
 
 
 def test_more_projections_reduce_variance(rocket):
@@ -105,6 +135,9 @@ def test_evaluate_cli(trained_run, tmp_path, capsys):
     )
     assert "patch_swd" in capsys.readouterr().out
     assert report["patch_swd"] == pytest.approx(np.mean(report["patch_swd_levels"]))
+    bands = report["bandpass_swd_bands"]
+    assert len(bands) == 2 and report["bandpass_swd"] == pytest.approx(np.mean(bands))  # 43x64: 2 bands
+    assert report["bandpass_swd_band0"] == bands[0] > 0
     assert command_main("evaluate", [trained_run, "--num", "6", "--start-scale", "2", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["diversity"] < report["diversity"]
     assert command_main("evaluate", [trained_run, "--inception-weights", str(tmp_path / "none.h5")]) == 2
