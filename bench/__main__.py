@@ -5,6 +5,7 @@ infer-speed   latency/throughput per runtime (TF, SavedModel, onnxruntime, int8)
 peak          this machine's conv/matmul peak, for achieved/peak ratios
 quick-train   wall time, peak RSS and quality of a whole quick-preset run
 preset-sweep  quality (SWD, diversity) against training time for several settings
+fast-preset   the fast preset against the paper preset at 400 iterations, on several images
 serve-load    throughput, latency and memory of `python -m serving` under concurrent clients
 sr-quality    super-resolution PSNR/SSIM vs bicubic on a held-out original
 speed-report  per-scale speed (fp32, mixed) and the fast preset's time and SWD vs the paper preset's
@@ -21,6 +22,7 @@ BENCHMARKS = {
     "peak": "bench.peak",
     "quick-train": "bench.quick_train",
     "preset-sweep": "bench.preset_sweep",
+    "fast-preset": "bench.fast_preset",
     "serve-load": "bench.serve_load",
     "sr-quality": "bench.sr_quality",
     "speed-report": "bench.speed_report",
