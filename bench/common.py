@@ -21,17 +21,13 @@ def git_commit() -> str:
 
 
 def machine_info() -> dict:
-    """What the numbers were measured on."""
+    """What the numbers were measured on (the CPU model as lscpu names it)."""
     import tensorflow as tf
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from singan_tf.runtime import cpu_flags, cpu_model
+
+    cpu = cpu_model()
+    features = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"})
     try:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
@@ -39,6 +35,7 @@ def machine_info() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "cpu_features": features,  # what decides bfloat16's speed
         "memory_gib": round(mem_gib, 1) if mem_gib else None,
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "python": platform.python_version(),
@@ -47,51 +44,20 @@ def machine_info() -> dict:
     }
 
 
-def conv_flops(
-    h: int, w: int, channels: int, num_layers: int = 5, k: int = 3, out_last: int = 3, pad: bool = True
-) -> int:
-    """Multiply-add FLOPs (x2) of one forward pass of a 5-conv net on h x w.
-
-    With ``pad`` (generator) the input is h+10 x w+10 and layer i outputs
-    (h + 10 - 2i); without (critic) the input is h x w.
-    """
-    total = 0
-    cin = 3
-    size_h, size_w = (h + (k - 1) * num_layers, w + (k - 1) * num_layers) if pad else (h, w)
-    for i in range(num_layers):
-        cout = out_last if i == num_layers - 1 else channels
-        size_h, size_w = size_h - (k - 1), size_w - (k - 1)
-        total += 2 * k * k * cin * cout * max(size_h, 0) * max(size_w, 0)
-        cin = cout
-    return total
+# The images the fast preset is judged on: different characters, all openly licensed
+# (bench/images/ATTRIBUTION.md; the first two ship with singan_tf as its bundled images).
+IMAGES = {
+    "rocket": "singan_tf/data/rocket.jpg",  # objects against a night sky, lights
+    "china": "bench/images/china.jpg",  # a landscape: pagoda, trees, water, sky
+    "gravel": "bench/images/gravel.png",  # a stochastic texture (grayscale)
+    "hubble": "singan_tf/data/hubble_deep_field.jpg",  # many small sources on black
+}
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def conv_flops_per_iteration(config, sizes, scale: int) -> int:
-    """Analytic conv FLOPs of one training iteration at ``scale``.
-
-    Backward costs ~2x forward. Per critic step: G forward (fake), D forward
-    + backward on real and fake, and the GP (D forward, double backward ~
-    another 3 D passes). Per generator step: G forward + backward twice
-    (fake and reconstruction) and D forward + backward on the fake. Plus one
-    forward pass of every frozen coarser generator (the random ``prev``).
-    """
-    h, w = sizes[scale]
-    ch = config.channels(scale)
-    g = conv_flops(h, w, ch, config.num_layers, config.kernel_size, 3, pad=True)
-    d = conv_flops(h, w, ch, config.num_layers, config.kernel_size, 1, pad=False)
-    critic_step = g + 3 * d * 2  # + the GP on config.gp_steps only
-    gp = 3 * d
-    generator_step = 2 * 3 * g + 3 * d
-    prev = sum(
-        conv_flops(*sizes[m], config.channels(m), config.num_layers, config.kernel_size, 3, pad=True)
-        for m in range(scale)
-    )
-    return (
-        config.critic_steps * critic_step
-        + len(config.gp_steps) * gp
-        + config.generator_steps * generator_step
-        + prev
-    )
+def image_path(name_or_path: str) -> str:
+    """A name of ``IMAGES`` as an absolute path; anything else is taken as a path."""
+    return str(ROOT / IMAGES[name_or_path]) if name_or_path in IMAGES else name_or_path
 
 
 def write_result(path: Path, result: dict) -> None:

@@ -22,17 +22,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import git_commit, machine_info, write_result
+from bench.common import git_commit, image_path, machine_info, write_result
 
 TRAIN = (
     "import json, sys\n"
     "from singan_tf.config import TrainConfig\n"
-    "from singan_tf.images import bundled_image, load_image\n"
-    "from singan_tf.training import configure_threads, train_pyramid\n"
-    "overrides, image, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
-    "configure_threads(overrides.pop('cpu_threads', 'auto'))  # as python -m singan_tf.train does\n"
+    "from singan_tf.images import load_image\n"
+    "from singan_tf.pyramid import geometry_for\n"
+    "from singan_tf.training import train_pyramid\n"
+    "from singan_tf.tune import configure_threads\n"
+    "overrides, image, out = json.loads(sys.argv[1]), load_image(sys.argv[2]), sys.argv[3]\n"
+    "threads = overrides.pop('cpu_threads', 'auto')\n"
     "config = TrainConfig.from_preset(overrides.pop('preset', 'paper'), **overrides)\n"
-    "train_pyramid(config, load_image(image or bundled_image('rocket.jpg')), out)\n"
+    "configure_threads(threads, config, geometry_for(config, image.shape[:2]))  # as singan_tf.train\n"
+    "train_pyramid(config, image, out)\n"
 )
 
 
@@ -52,6 +55,7 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     run = Path(tempfile.mkdtemp(prefix="singan-sweep-")) / "run"
     t0 = time.perf_counter()
+    image = image_path(image or "rocket")
     proc = subprocess.Popen([sys.executable, "-c", TRAIN, json.dumps(overrides), image, str(run)], env=env)
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the max over all children
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -78,9 +82,14 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
 FINE_START = 2
 
 
-def evaluate_run(run: Path, num: int, seed: int = 0, start_scale: int = 0) -> dict:
-    """``singan_tf.evaluate`` on a run directory, in a subprocess; its report."""
+def evaluate_run(run: Path, num: int, seed: int = 0, start_scale: int = 0, reuse: bool = False) -> dict:
+    """``singan_tf.evaluate`` on a run directory, in a subprocess; its report (with ``reuse``,
+    the one written earlier for the same settings, if it has the band-pass SWD)."""
     out = run / "eval" / f"sweep_start{start_scale}_seed{seed}.json"
+    if reuse and out.is_file():
+        report = json.loads(out.read_text())
+        if report.get("num") == num and "bandpass_swd_bands" in report:
+            return report
     subprocess.run(
         [
             sys.executable,

@@ -30,6 +30,8 @@ import platform
 import time
 from pathlib import Path
 
+from singan_tf.runtime import cpu_model  # no TensorFlow: this runs in a venv with torch only
+
 # Paper preset on a 186x248 image (min size 25, max 250, r = 0.75), as
 # singan_tf.pyramid.pyramid_geometry computes it; bench/train_speed.py
 # times the same scales.
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "torch_reference",
         "machine": {
-            "cpu": _cpu(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -209,16 +211,6 @@ def main(argv: list[str] | None = None) -> dict:
     tmp.replace(out)
     print(f"wrote {out}")
     return result
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -18,75 +18,29 @@ import argparse
 import json
 import os
 import resource
-import time
 from pathlib import Path
 
-import numpy as np
-
-from bench.common import conv_flops_per_iteration, machine_info, write_result
+from bench.common import machine_info, write_result
 
 # Reference PyTorch SinGAN on 2 cores (2 threads), seconds per iteration.
 REFERENCE_S_PER_ITER = {(25, 34): 0.035, (42, 56): 0.067, (69, 91): 0.34, (113, 151): 1.05, (186, 248): 10.0}
 
 
-def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_seconds: float = 3.0) -> dict:
-    import tensorflow as tf
-
-    from singan_tf.models import build_critic, build_generator
-    from singan_tf.pyramid import build_pyramid
-    from singan_tf.training import ScaleTrainer, dtype_policy
+def time_scale(config, geometry, scale: int, xla: bool, iters: int) -> dict:
+    """ms per iteration of the real training step at ``scale`` (and its first call), in this
+    process's thread pools; ``config.precision`` must be concrete."""
+    from singan_tf.tune import time_geometry
 
     cfg = config.replace(jit_compile="on" if xla else "off")
-    rng = np.random.default_rng(0)
-    image = rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32)
-    reals = build_pyramid(image, geometry)
-    policy = dtype_policy(cfg)
-    frozen = [build_generator(cfg.channels(m), dtype=policy) for m in range(scale)]
-    for g in frozen:
-        g.trainable = False
-    size = geometry.sizes[scale]
-    prev = tf.zeros((1, *size, 3))
-    trainer = ScaleTrainer(
-        cfg,
-        scale,
-        reals[scale],
-        build_generator(cfg.channels(scale), dtype=policy),
-        build_critic(cfg.channels(scale), dtype=policy),
-        frozen,
-        [0.1] * scale,
-        geometry.sizes[:scale],
-        0.1,
-        (prev, prev),
-    )
-    t0 = time.perf_counter()
-    trainer.run(0, 1)
-    first = time.perf_counter() - t0
-    trainer.run(1, 3)  # warm-up (allocator, oneDNN primitive caches)
-    # At least `iters` iterations and at least `min_seconds` of them.
-    done, t0 = 0, time.perf_counter()
-    while done < iters or time.perf_counter() - t0 < min_seconds:
-        trainer.run(3 + done, 4 + done)
-        done += 1
-    per_iter = (time.perf_counter() - t0) / done
-    flops = conv_flops_per_iteration(cfg, geometry.sizes, scale)
-    return {
-        "scale": scale,
-        "size": list(size),
-        "channels": cfg.channels(scale),
-        "mode": "xla" if xla else "plain",
-        "first_call_s": round(first, 3),
-        "timed_iters": done,
-        "ms_per_iter": round(per_iter * 1000, 2),
-        "gflop_per_iter": round(flops / 1e9, 3),
-        "achieved_gflops": round(flops / per_iter / 1e9, 1),
-    }
+    (row,) = time_geometry(cfg, geometry, None, scales=[scale], timed=iters)
+    row["mode"] = "xla" if xla else "plain"
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale and mode")
     parser.add_argument("--scales", default="all", help="comma-separated scale indices, or all")
-    parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timed seconds per row")
     parser.add_argument("--modes", default="plain,xla")
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--cpu-threads", default="auto", help="as singan_tf.train's --cpu-threads")
@@ -96,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from singan_tf.config import TrainConfig
     from singan_tf.pyramid import pyramid_geometry
-    from singan_tf.training import configure_threads
+    from singan_tf.runtime import configure_threads
 
     threads = configure_threads(args.cpu_threads)
 
@@ -106,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for scale in scales:
         for mode in args.modes.split(","):
-            row = time_scale(config, geometry, scale, mode == "xla", args.iters, args.min_seconds)
+            row = time_scale(config, geometry, scale, mode == "xla", args.iters)
             ref = REFERENCE_S_PER_ITER.get(tuple(row["size"]))
             if ref:
                 row["reference_ms_per_iter"] = ref * 1000

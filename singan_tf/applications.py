@@ -39,10 +39,19 @@ from PIL import Image
 from singan_tf.config import TrainConfig
 from singan_tf.errors import ConfigError, InputError
 from singan_tf.images import atomic_write_bytes, publish, to_uint8
-from singan_tf.models import PatchCritic, ScaleGenerator, build_critic, build_generator
+from singan_tf.models import PatchCritic, ScaleGenerator, build_generator
 from singan_tf.pyramid import Size, downscale, noise_sizes, upsample
+from singan_tf.runtime import Choice, dtype_policy, resolve_precision, training_graph_options
 from singan_tf.sampling import Pyramid, run_pyramid
-from singan_tf.training import ScaleTrainer, TrainingCallback, TrainResult, dtype_policy, train_pyramid
+from singan_tf.training import (
+    RandomPath,
+    ScaleData,
+    ScaleTrainer,
+    StepCache,
+    TrainingCallback,
+    TrainResult,
+    train_pyramid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +190,6 @@ class Blended:
     input: np.ndarray
 
 
-def _trainable_copy(net, build, config: TrainConfig, scale: int):
-    copy = build(config.channels(scale), config.num_layers, config.kernel_size, dtype=dtype_policy(config))
-    copy.set_weights(net.get_weights())
-    copy.trainable = True
-    return copy
-
-
 def fine_tune(
     pyramid: Pyramid,
     image: np.ndarray,
@@ -216,31 +218,29 @@ def fine_tune(
     if iters < 1:
         raise ConfigError("fine-tuning needs >= 1 iteration")
     config = pyramid.config.replace(iters=iters, iters_decay=1.0)
+    precision = resolve_precision(config.precision)
     sizes = noise_sizes(pyramid.sizes, scale_h)
     reals = [tf.constant(resize(image, size)[None]) for size in sizes]
     generators: list[ScaleGenerator] = list(pyramid.generators)
-    for n in range(scale, pyramid.num_scales):
-        g = _trainable_copy(generators[n], build_generator, config, n)
-        d = _trainable_copy(critics[n], build_critic, config, n)
-        prev = upsample(reals[n - 1], sizes[n])
-        trainer = ScaleTrainer(
-            config,
-            n,
-            reals[n],
-            g,
-            d,
-            generators[:n],
-            pyramid.noise_amps[:n],
-            sizes[:n],
-            pyramid.noise_amps[n],
-            (prev, prev),
-        )
-        last = trainer.run(0, iters)
-        g.trainable = False
-        generators[n] = g
-        log.info(
-            "fine-tuned scale %d for %d iterations (reconstruction RMSE %.4f)", n, iters, last["rec_rmse"]
-        )
+    steps = StepCache(config)  # scales of one width share a traced training step
+    with training_graph_options():
+        for n in range(scale, pyramid.num_scales):
+            step = steps.get(config.channels(n), Choice(precision, xla=False))
+            step.set_weights(generators[n].get_weights(), critics[n].get_weights())
+            step.reset()
+            prev = upsample(reals[n - 1], sizes[n])
+            data = ScaleData.of(n, reals[n], (prev, prev), pyramid.noise_amps[n])
+            path = RandomPath(generators[:n], pyramid.noise_amps[:n], sizes[:n])
+            last = ScaleTrainer(config, n, data, step, path).run(0, iters)
+            g = build_generator(
+                config.channels(n), config.num_layers, config.kernel_size, dtype=dtype_policy(precision)
+            )
+            g.set_weights(step.generator.get_weights())
+            g.trainable = False
+            generators[n] = g
+            log.info(
+                "fine-tuned scale %d for %d iterations (reconstruction RMSE %.4f)", n, iters, last["rec_rmse"]
+            )
     return dataclasses.replace(pyramid, generators=generators)
 
 

@@ -97,12 +97,17 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--alpha", type=float, help="reconstruction loss weight (paper: 10)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation of the training step")
+    p.add_argument(
+        "--jit",
+        choices=["auto", "on", "off"],
+        help="XLA compilation of the training step (auto: timed per scale where XLA can use the cores)",
+    )
     p.add_argument(
         "--precision",
         choices=["float32", "mixed_bfloat16", "mixed_float16", "auto"],
-        help="compute precision (default float32; bfloat16 on AVX-512-BF16 CPUs and Ampere+ GPUs, "
-        "float16 with loss scaling on GPUs; auto picks the fastest this machine has)",
+        help="compute precision (default float32, the paper's; bfloat16 for CPUs with bfloat16 dot "
+        "products and Ampere+ GPUs, float16 with loss scaling for GPUs; auto: timed here per scale, "
+        "the fastest kept)",
     )
     p.add_argument("--deterministic", action="store_true", help="TF op determinism (reproducible on CPU)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between mid-scale checkpoints (100)")
@@ -110,9 +115,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         "--cpu-threads",
         default="auto",
         metavar="auto|tf|INTRA,INTER",
-        help="CPU thread pools (not stored in the run). auto: on CPU-only machines with up to 4 cores, "
-        "one thread per op and one op per core at a time (faster for these small convolutions); "
-        "tf: TensorFlow's own pools; INTRA,INTER: threads per op, ops at a time",
+        help="CPU thread pools (speed only). auto: timed here, one thread per op with one op per core "
+        "at a time, or TensorFlow's own pools; tf: TensorFlow's pools; INTRA,INTER: threads per op, "
+        "ops at a time",
     )
 
 
@@ -150,7 +155,7 @@ def resumed_config(args: argparse.Namespace, stored):
     from singan_tf.config import PRESETS, RUNTIME_FIELDS
 
     given = {**(PRESETS[args.preset] if args.preset else {}), **explicit_overrides(args)}
-    if given.get("precision") == "auto":  # the run recorded what auto chose for it
+    if given.get("precision") == "auto":  # runs written before per-scale choices recorded one precision
         given["precision"] = stored.precision
     for name, value in given.items():
         if name not in RUNTIME_FIELDS and getattr(stored, name) != value:
@@ -161,11 +166,11 @@ def resumed_config(args: argparse.Namespace, stored):
     return stored.replace(**{k: v for k, v in given.items() if k in RUNTIME_FIELDS})
 
 
-def _configure_threads(args: argparse.Namespace) -> None:
-    """The CPU thread pools for training: before TensorFlow runs its first op."""
-    from singan_tf.training import configure_threads
+def _configure_threads(args: argparse.Namespace, config, geometry) -> None:
+    """The CPU thread pools for training (measured for ``auto``): before TensorFlow runs its first op."""
+    from singan_tf.tune import configure_threads
 
-    configure_threads(args.cpu_threads)
+    configure_threads(args.cpu_threads, config, geometry)
 
 
 def new_geometry(config, image, name: str):
@@ -182,9 +187,8 @@ def new_geometry(config, image, name: str):
 def train_with_feedback(config, image, run, geometry, resume: bool, progress: bool):
     """Check memory, then ``train_pyramid`` with progress bars and TensorBoard logging."""
     from singan_tf.callbacks import ProgressBar, TensorBoardLogger
-    from singan_tf.training import check_memory, train_pyramid
+    from singan_tf.training import train_pyramid
 
-    check_memory(config, geometry)
     scales = range(geometry.num_scales)
     channels = [config.channels(n) for n in scales]
     callbacks = [TensorBoardLogger(run.logs, run.samples, config.seed)]
@@ -197,7 +201,9 @@ def train_with_feedback(config, image, run, geometry, resume: bool, progress: bo
 @_guarded
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validate options before loading TensorFlow
-    _configure_threads(args)
+    from singan_tf.runtime import check_memory, check_thread_setting
+
+    check_thread_setting(args.cpu_threads)
     from singan_tf.images import bundled_image, contact_sheet, load_image, save_image
     from singan_tf.pyramid import PyramidGeometry
     from singan_tf.rundir import RunDir
@@ -234,6 +240,8 @@ def run_train(args: argparse.Namespace) -> int:
             first if first == last else f"{first} down to {last}",
             run.path,
         )
+    check_memory(config, geometry)
+    _configure_threads(args, config, geometry)
     result = train_with_feedback(config, image, run, geometry, args.resume, not args.no_progress)
     samples = result.pyramid.sample(args.num_samples, seed=config.seed)
     for i, s in enumerate(samples):
@@ -318,8 +326,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     image = run.read_image()
     samples = pyramid.sample(args.num, args.seed, start_scale=args.start_scale)
     levels = metrics.patch_swd_levels(samples, image, seed=args.seed)
+    bands = metrics.bandpass_swd(samples, image, seed=args.seed)
     results = {
         "patch_swd": float(np.mean(levels)),
+        "bandpass_swd": float(np.mean(bands)),
+        **{f"bandpass_swd_band{k}": v for k, v in enumerate(bands)},
         "diversity": metrics.diversity(samples, image),
         "reconstruction_rmse": metrics.reconstruction_rmse(pyramid.reconstruct(), image),
     }
@@ -334,6 +345,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         **results,
         "patch_swd_levels": levels,  # finest (texture) first, coarsest (layout) last
+        "bandpass_swd_bands": bands,  # finest octave first, the low-pass residual last
     }
     out = (
         Path(args.out)
@@ -518,7 +530,10 @@ def _train_sr(args: argparse.Namespace):
             run.path,
         )
     if not complete:  # training's thread pools; upsampling alone keeps TensorFlow's
-        _configure_threads(args)
+        from singan_tf.runtime import check_memory
+
+        check_memory(config, geometry)
+        _configure_threads(args, config, geometry)
     result = train_with_feedback(config, image, run, geometry, run.exists(), not args.no_progress)
     return result.pyramid, run.read_image(), run.path / f"sr_x{args.factor:g}.png"
 
@@ -605,9 +620,27 @@ def run_animate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_arguments(p: argparse.ArgumentParser) -> None:
+    from singan_tf.tune import add_arguments
+
+    add_arguments(p)
+
+
+@_guarded
+def run_tune(args: argparse.Namespace) -> int:
+    from singan_tf.tune import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a pyramid on one image", add_train_arguments, run_train),
     "sample": ("draw samples from a trained run directory", add_sample_arguments, run_sample),
+    "tune": (
+        "time the training step for every precision / thread / XLA choice, and show what auto picks",
+        add_tune_arguments,
+        run_tune,
+    ),
     "evaluate": (
         "score a trained run: patch SWD, diversity, reconstruction RMSE, SIFID",
         add_evaluate_arguments,

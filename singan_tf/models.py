@@ -20,17 +20,25 @@ def conv_init() -> keras.initializers.Initializer:
 class FusedBatchNorm(layers.BatchNormalization):
     """Keras ``BatchNormalization`` whose training pass is TensorFlow's fused kernel.
 
-    Same variables, same results (moving statistics updated with the biased
-    batch variance, as Keras does), so weight files of either load into the
-    other. Keras' own training pass builds BatchNorm out of ~10 elementwise
-    and reduction ops (upcasting bfloat16 to float32 first) whose first and
-    second derivatives, which the gradient penalty needs, are as many ops
-    again; ``FusedBatchNormV3`` is one oneDNN/cuDNN kernel forward and one
-    backward (its double backward is TensorFlow's registered composite).
-    Inference (``training=False``) is Keras' path: the exported graphs do
-    not change. Layouts the fused kernel does not cover (other axes or
-    ranks, no centre/scale, renorm, synchronized) also take Keras' path.
+    Same variables and the same outputs as Keras' layer, so weight files of
+    either load into the other. Keras' own training pass builds BatchNorm
+    out of ~10 elementwise and reduction ops (upcasting bfloat16 to float32
+    first) whose first and second derivatives, which the gradient penalty
+    needs, are as many ops again; ``FusedBatchNormV3`` is one oneDNN/cuDNN
+    kernel forward and one backward (its double backward is TensorFlow's
+    registered composite), and it updates the moving statistics itself.
+    Its moving variance averages the unbiased batch variance, as PyTorch's
+    BatchNorm (the reference code's) does; Keras averages the biased one
+    (a factor n/(n-1), n >= 625 pixels here). Inference (``training=False``)
+    is Keras' path: the exported graphs do not change. Layouts the fused
+    kernel does not cover (other axes or ranks, no centre/scale, renorm,
+    synchronized) also take Keras' path.
+
+    ``update_statistics = False`` leaves the moving statistics alone in
+    training (the critic's: nothing ever runs a critic in inference mode).
     """
+
+    update_statistics = True
 
     def call(self, inputs, training=None, mask=None):
         fusable = (
@@ -46,22 +54,32 @@ class FusedBatchNorm(layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        y, mean, unbiased_var, *_ = tf.raw_ops.FusedBatchNormV3(
+        update = self.update_statistics
+        y, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=inputs,
             scale=tf.cast(self.gamma, tf.float32),
             offset=tf.cast(self.beta, tf.float32),
-            mean=tf.constant([], tf.float32),
-            variance=tf.constant([], tf.float32),
+            mean=self.moving_mean.value if update else tf.constant([], tf.float32),
+            variance=self.moving_variance.value if update else tf.constant([], tf.float32),
             epsilon=self.epsilon,
+            exponential_avg_factor=1.0 - self.momentum if update else 1.0,
             data_format="NHWC",
             is_training=True,
         )
-        # The kernel reports the Bessel-corrected variance; Keras' moving average uses the biased one.
-        n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
-        variance = unbiased_var * (n - 1.0) / tf.maximum(n, 2.0)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        if update:
+            self.moving_mean.assign(moving_mean)
+            self.moving_variance.assign(moving_variance)
         return tf.cast(y, self.compute_dtype)
+
+
+def _call(layer: layers.Layer, x, **kwargs):
+    """``layer.call(x)``, or ``layer(x)`` while it is not built yet.
+
+    Inside a net's ``__call__``, Keras has already done its per-call work
+    (input casting, the mixed-precision autocast scope); repeating it for
+    every sub-layer was a third of the training step's tracing time.
+    """
+    return layer.call(x, **kwargs) if layer.built else layer(x, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="singan_tf")
@@ -97,7 +115,8 @@ class ConvBlock(layers.Layer):
         self.act = layers.LeakyReLU(negative_slope=0.2, dtype=self.dtype_policy)
 
     def call(self, x, training=None):
-        return self.act(self.norm(self.conv(x), training=training))
+        x = _call(self.norm, _call(self.conv, x), training=training)
+        return _call(self.act, x)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size}
@@ -129,9 +148,10 @@ class _FiveConvNet(keras.Model):
         return self.num_layers * (self.kernel_size - 1) // 2
 
     def features(self, x, training=None):
+        """The five convs; called inside this net's ``__call__`` (see ``ConvBlock.call``)."""
         for block in self.blocks:
-            x = block(x, training=training)
-        return self.tail(x)
+            x = _call(block, x, training=training)
+        return _call(self.tail, x)
 
     def get_config(self) -> dict:
         return {
@@ -158,9 +178,13 @@ class ScaleGenerator(_FiveConvNet):
     def __init__(self, channels: int, num_layers: int = 5, kernel_size: int = 3, **kwargs):
         kwargs.pop("out_channels", None)
         super().__init__(channels, 3, num_layers, kernel_size, **kwargs)
+        # prev is added back in float32: Keras would cast it to the compute dtype with x,
+        # and in bfloat16 the residual would lose all but 8 bits of the coarser scale's image.
+        self._convert_input_args = False
 
     def call(self, inputs, training=None):
         x, prev = inputs
+        x = ops.cast(x, self.compute_dtype)
         p = self.pad
         x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
         detail = ops.tanh(self.features(x, training=training))
@@ -180,6 +204,8 @@ class PatchCritic(_FiveConvNet):
     def __init__(self, channels: int, num_layers: int = 5, kernel_size: int = 3, **kwargs):
         kwargs.pop("out_channels", None)
         super().__init__(channels, 1, num_layers, kernel_size, **kwargs)
+        for block in self.blocks:  # a critic only ever runs in training mode
+            block.norm.update_statistics = False
 
     def call(self, x, training=None):
         return ops.cast(self.features(x, training=training), "float32")

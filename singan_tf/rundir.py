@@ -9,7 +9,7 @@ Layout::
       training_image.npy     the same in float32 [-1, 1] (what training and resume use)
       rec_noise.npy          z*, the coarsest scale's fixed reconstruction noise
       scales/NN/generator.weights.h5, critic.weights.h5
-      checkpoints/scale_NN.npz  mid-scale state: weights, optimizer slots, iteration
+      checkpoints/scale_NN.npz  mid-scale state: weights, optimizer slots, iteration, runtime
       logs/                  TensorBoard event files
       samples/               images written by training and `sample`
 
@@ -173,8 +173,13 @@ class RunDir:
         return np.load(self.rec_noise_path, allow_pickle=False)
 
     # Mid-scale checkpoints: one .npz of named arrays per unfinished scale.
-    def write_checkpoint(self, scale: int, iteration: int, state: dict[str, list[np.ndarray]]) -> None:
+    def write_checkpoint(
+        self, scale: int, iteration: int, state: dict[str, list[np.ndarray]], runtime: dict | None = None
+    ) -> None:
+        """The scale's state at ``iteration``, with the runtime it trains in (a resumed scale keeps it)."""
         arrays = {"iteration": np.asarray(iteration, np.int64)}
+        if runtime is not None:
+            arrays["runtime"] = np.asarray(json.dumps(runtime, sort_keys=True))
         for name, values in state.items():
             arrays.update({f"{name}/{i:04d}": np.asarray(v) for i, v in enumerate(values)})
         buf = io.BytesIO()
@@ -191,6 +196,15 @@ class RunDir:
             for key in sorted(k for k in data.files if "/" in k):
                 state.setdefault(key.split("/")[0], []).append(data[key])
         return iteration, state
+
+    def read_checkpoint_runtime(self, scale: int) -> dict | None:
+        """The runtime record of the scale's checkpoint (None: no checkpoint, or one written
+        before runtimes were recorded)."""
+        path = self.checkpoint_path(scale)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["runtime"])) if "runtime" in data.files else None
 
     def clear_checkpoint(self, scale: int) -> None:
         self.checkpoint_path(scale).unlink(missing_ok=True)

@@ -1,15 +1,26 @@
 """Training, coarse to fine (DESIGN.md section 4).
 
-``ScaleTrainer`` trains G_n and D_n against the frozen coarser pyramid;
-``train_pyramid`` runs it for every scale and writes the run directory.
+``TrainStep`` holds G_n and D_n of one width and precision, their
+optimizers and ONE traced iteration; ``ScaleTrainer`` runs it on one
+scale's images against the frozen coarser pyramid; ``train_pyramid`` runs
+every scale, chooses each scale's runtime (``singan_tf.runtime``) and
+writes the run directory.
 
 Why a hand-written loop and not ``Model.fit``: one SinGAN iteration is
 3 critic steps and 3 generator steps with a shared random-path ``prev``,
 two optimizers, a reconstruction pass and a per-scale lr milestone; fusing
-all of it into ONE traced function (optionally XLA-compiled) is what makes
-it fast, and ``fit`` would split it into per-batch steps with their own
-host round-trips. Progress and TensorBoard come through the small callback
-protocol below; resume through mid-scale checkpoints in the run directory.
+all of it into ONE traced function is what makes it fast, and ``fit``
+would split it into per-batch steps with their own host round-trips.
+Progress and TensorBoard come through the small callback protocol below;
+resume through mid-scale checkpoints in the run directory.
+
+Why the traced iteration takes the scale's images as arguments: tracing
+and optimising the iteration's graph (thousands of ops: three gradient
+penalties with their double backward, six optimizer updates) cost 7-11 s
+per scale when every scale traced its own. With shape-relaxed arguments
+all scales of a width share one trace, and the frozen coarser pyramid
+runs as one small traced function per generator, so a new scale traces
+only its newest frozen generator.
 
 Deliberate differences from the reference code (DESIGN section 4):
 
@@ -31,29 +42,24 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from singan_tf import runtime
 from singan_tf.config import TrainConfig
 from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
 from singan_tf.losses import gradient_penalty, noise_amplitude, reconstruction_loss
 from singan_tf.models import PatchCritic, ScaleGenerator, build_critic, build_generator
 from singan_tf.pyramid import PyramidGeometry, build_pyramid, geometry_for, upsample, working_image
 from singan_tf.rundir import RunDir, load_nets
-from singan_tf.sampling import Pyramid, run_pyramid
+from singan_tf.runtime import Choice, Decision, Timing, Tuner, TuningCache
+from singan_tf.sampling import Pyramid
 
 log = logging.getLogger(__name__)
-
-# XLA is faster for small maps (dispatch-bound) but costs ~6 s more to
-# compile per scale; plain graphs win once convs dominate (64+ channels).
-# bench/train_speed.py measures both; "auto" uses XLA where it pays off.
-XLA_MAX_PIXELS = 40 * 40
-XLA_MIN_ITERS = 1000
 
 
 class TrainingCallback(Protocol):
@@ -64,154 +70,54 @@ class TrainingCallback(Protocol):
     def on_scale_end(self, scale: int, info: dict, pyramid: Pyramid) -> None: ...
 
 
-def use_xla(config: TrainConfig, size: tuple[int, int], iters: int) -> bool:
-    """XLA for small scales that run long enough to repay its compile time (jit auto).
+class FusedAdam(keras.optimizers.Adam):
+    """Keras' Adam with each variable's update as one fused kernel (``ResourceApplyAdam``).
 
-    Not with one thread per op (``configure_threads``): XLA's CPU code runs
-    the whole step as one program, so it would then run on one core.
+    The same update (bias-corrected step size, epsilon outside the square
+    root) and the same variables as ``keras.optimizers.Adam``; Keras writes
+    each update as ~20 elementwise ops, which made up a sixth of the
+    training step's graph and of its tracing time. Features this fast path
+    does not cover (clipping, weight decay, EMA, AMSGrad, non-float32
+    variables) take Keras' own path.
     """
-    if config.jit_compile == "auto":
-        one_thread = tf.config.threading.get_intra_op_parallelism_threads() == 1
-        return size[0] * size[1] <= XLA_MAX_PIXELS and iters >= XLA_MIN_ITERS and not one_thread
-    return config.jit_compile == "on"
 
-
-# On a few CPU cores most of the training step's ops are small (a 3x3 conv
-# over a 32-channel map takes well under a millisecond), and splitting each
-# across the cores costs more in synchronisation than it gains. One thread
-# per op, with independent ops (the critic's real, fake and gradient-penalty
-# passes, their backward passes) running side by side, measured 1.2-1.7x
-# faster per iteration at 32 channels and 64 channels up to ~100x150 on 2
-# cores, and 3-5% slower at 128 channels (bench/README.md, "CPU threads").
-SMALL_CPU_CORES = 4
-
-
-def thread_plan(setting: str, cores: int, gpus: int) -> tuple[int, int] | None:
-    """(intra-op, inter-op) threads for ``--cpu-threads setting``; None keeps TensorFlow's.
-
-    ``auto``: one thread per op and ``cores`` ops at a time on a CPU-only
-    machine with at most ``SMALL_CPU_CORES`` cores, else TensorFlow's pools;
-    ``tf``: TensorFlow's pools; ``INTRA,INTER``: those counts.
-    """
-    if setting == "tf":
-        return None
-    if setting == "auto":
-        return (1, max(cores, 1)) if not gpus and cores <= SMALL_CPU_CORES else None
-    try:
-        intra, inter = (int(v) for v in setting.split(","))
-    except ValueError:
-        intra = inter = 0
-    if intra < 1 or inter < 1:
-        raise ConfigError(f"--cpu-threads must be auto, tf or INTRA,INTER (two counts), not {setting!r}")
-    return intra, inter
-
-
-def configure_threads(setting: str = "auto") -> tuple[int, int] | None:
-    """Apply ``thread_plan`` to this process; call before TensorFlow runs its first op.
-
-    Returns the plan applied, or None (TensorFlow's pools, or too late to change them).
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    plan = thread_plan(setting, cores, len(tf.config.list_physical_devices("GPU")))
-    if plan is None:
-        return None
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(plan[0])
-        tf.config.threading.set_inter_op_parallelism_threads(plan[1])
-    except RuntimeError:  # TensorFlow already started in this process
-        log.debug("CPU threads: TensorFlow is already running; its thread pools stay as they are")
-        return None
-    log.debug("CPU threads: %d per op, up to %d ops at a time", *plan)
-    return plan
-
-
-# Bytes per activation element held during one iteration at the finest scale,
-# relative to one forward pass's activations (GP double backward, Adam, BN
-# saves); calibrated with bench/train_speed.py's peak RSS.
-ACTIVATION_FACTOR = 30
-RUNTIME_BASE_BYTES = 900 * 2**20  # TensorFlow + Keras resident before training
-
-
-def estimate_memory(config: TrainConfig, geometry: PyramidGeometry) -> int:
-    """Rough peak resident memory of training, in bytes (dominated by the finest scale)."""
-    peak = 0
-    for n, (h, w) in enumerate(geometry.sizes):
-        ch = config.channels(n)
-        k = config.kernel_size - 1
-        per_pass = sum(
-            (h + k * (config.num_layers - i)) * (w + k * (config.num_layers - i))
-            for i in range(config.num_layers)
-        )
-        peak = max(peak, per_pass * ch * 4 * ACTIVATION_FACTOR)
-    return RUNTIME_BASE_BYTES + peak
-
-
-def available_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_memory(config: TrainConfig, geometry: PyramidGeometry) -> None:
-    """Say the estimate; refuse sizes that clearly cannot fit in memory."""
-    need, have = estimate_memory(config, geometry), available_memory()
-    gib = 2**30
-    log.info(
-        "estimated peak memory %.1f GiB%s", need / gib, f" ({have / gib:.1f} GiB available)" if have else ""
-    )
-    if have is not None and need > 1.5 * have:
-        raise ConfigError(
-            f"training at max size {config.max_size} needs about {need / gib:.1f} GiB, but only "
-            f"{have / gib:.1f} GiB is available; lower --max-size"
+    def _fusable(self, variables) -> bool:
+        plain = not (self.amsgrad or self.use_ema or self.weight_decay)
+        unclipped = self.clipnorm is None and self.clipvalue is None and self.global_clipnorm is None
+        single = not getattr(self, "gradient_accumulation_steps", None)
+        unscaled = getattr(self, "loss_scale_factor", None) is None
+        return (
+            self.built
+            and plain
+            and unclipped
+            and single
+            and unscaled
+            and all(v.dtype == "float32" for v in variables)
         )
 
-
-def lr_schedule(config: TrainConfig, lr: float, steps_per_iter: int, scale: int):
-    """lr, then lr * gamma from scale n's ``lr_milestone_iter`` on.
-
-    Adam's step counter advances ``steps_per_iter`` times per iteration, so
-    the drop comes at step ``milestone * steps_per_iter``.
-    """
-    boundary = config.lr_milestone_iter(scale) * steps_per_iter - 1
-    return keras.optimizers.schedules.PiecewiseConstantDecay([boundary], [lr, lr * config.lr_gamma])
-
-
-def dtype_policy(config: TrainConfig) -> str | None:
-    precision = resolve_precision(config.precision)
-    return None if precision == "float32" else precision
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto``: the fastest precision this machine trains well in; others unchanged.
-
-    On a GPU: bfloat16 from compute capability 8.0 (Ampere), float16 with
-    loss scaling from 7.0 (Volta/Turing tensor cores), else float32. On a CPU:
-    bfloat16 with native bfloat16 dot products (AVX-512-BF16 or AMX), else
-    float32 (emulated bfloat16 is slower than float32).
-    """
-    if precision != "auto":
-        return precision
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
-        if tuple(capability) >= (8, 0):
-            return "mixed_bfloat16"
-        return "mixed_float16" if tuple(capability) >= (7, 0) else "float32"
-    return "mixed_bfloat16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+    def apply(self, grads, trainable_variables=None):
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        if not self._fusable(variables):
+            return super().apply(grads, trainable_variables)
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta1, beta2 = tf.constant(self.beta_1, tf.float32), tf.constant(self.beta_2, tf.float32)
+        beta1_power, beta2_power = tf.pow(beta1, step), tf.pow(beta2, step)
+        lr, epsilon = tf.cast(self.learning_rate, tf.float32), tf.constant(self.epsilon, tf.float32)
+        for grad, var in zip(grads, variables, strict=True):
+            index = self._get_variable_index(var)
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle,
+                m=self._momentums[index].handle,
+                v=self._velocities[index].handle,
+                beta1_power=beta1_power,
+                beta2_power=beta2_power,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                epsilon=epsilon,
+                grad=grad,
+            )
+        self.iterations.assign_add(1)
 
 
 class LossScale:
@@ -226,6 +132,7 @@ class LossScale:
     """
 
     def __init__(self, initial: float = 2.0**15, growth_interval: int = 2000):
+        self.initial = initial
         self.scale = tf.Variable(initial, trainable=False, dtype=tf.float32, name="loss_scale")
         self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="loss_scale_good_steps")
         self.growth_interval = growth_interval
@@ -233,6 +140,10 @@ class LossScale:
     @property
     def variables(self) -> list[tf.Variable]:
         return [self.scale, self.good_steps]
+
+    def reset(self) -> None:
+        self.scale.assign(self.initial)
+        self.good_steps.assign(0)
 
     def minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer) -> None:
         grads = tape.gradient(loss, variables, output_gradients=self.scale)
@@ -254,134 +165,118 @@ class LossScale:
         tf.cond(finite, step, skip)
 
 
-class ScaleTrainer:
-    """Adversarial + reconstruction training of one scale.
+# Named offsets of the per-iteration noise streams: iteration seed
+# (s, i) gives stream k the stateless seed (s, i * SEED_STREAMS + k).
+SEED_STREAMS = 64
+CRITIC_FAKE, CRITIC_GP_MIX = 0, 1  # within a critic step's own seed
+CRITIC_STEP_SEED = 2  # critic step k: 2 + 2k
+GENERATOR_STEP_SEED = 16  # generator step k: 16 + k
+FROZEN_SCALE_SEED = 32  # frozen scale m's noise: 32 + m
+
+
+def _substream(seed: tf.Tensor, k: int) -> tf.Tensor:
+    return tf.stack([seed[0], seed[1] * SEED_STREAMS + k])
+
+
+def _scale_noise(height, width, coarsest: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """z_n, [1, h, w, 3] standard normal; at the coarsest scale one channel repeated.
+
+    One draw of h*w*3 values serves both cases (stateless Philox output is a
+    prefix-stable sequence: the first h*w values are the 1-channel draw).
+    """
+    flat = tf.random.stateless_normal(tf.stack([height * width * 3]), seed, alg="philox")
+    one = tf.reshape(flat[: height * width], tf.stack([1, height, width, 1]))
+    three = tf.reshape(flat, tf.stack([1, height, width, 3]))
+    return tf.where(coarsest, tf.broadcast_to(one, tf.shape(three)), three)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleData:
+    """What the traced iteration needs of one scale, as tensors."""
+
+    real: tf.Tensor  # x_n, [1, h, w, 3]
+    rec_x: tf.Tensor  # the reconstruction pass's input ...
+    rec_prev: tf.Tensor  # ... and its prev
+    noise_amp: tf.Tensor  # amp_n, a float32 scalar
+    coarsest: tf.Tensor  # bool scalar: scale 0 (one-channel noise, no coarser pyramid)
+
+    @classmethod
+    def of(cls, scale: int, real, rec_input, noise_amp: float) -> ScaleData:
+        return cls(
+            tf.constant(real, tf.float32),
+            tf.constant(rec_input[0], tf.float32),
+            tf.constant(rec_input[1], tf.float32),
+            tf.constant(noise_amp, tf.float32),
+            tf.constant(scale == 0),
+        )
+
+
+class TrainStep:
+    """G and D of one width and precision, their optimizers, and one traced iteration.
+
+    The iteration's arguments (the scale's images, noise amplitude and the
+    coarser pyramid's output) have shape-relaxed signatures, so every scale
+    of this width reuses the one trace. Between scales the nets get the
+    scale's initial weights (``set_weights``) and the optimizers start over
+    (``reset``); the learning rates are variables the host sets
+    (``set_learning_rates``), so the lr milestone needs no retrace either.
 
     Args:
-        config: hyperparameters.
-        scale: index n of the scale.
-        real: x_n, [1, h, w, 3].
-        generator, critic: G_n and D_n (fresh or warm-started).
-        frozen: G_0..G_{n-1}, frozen, and their noise amplitudes.
-        noise_amp: amp_n.
-        rec_input: (x, prev) of the reconstruction pass at this scale.
-        seed: base seed; iteration i uses stateless seeds derived from
-            (seed, scale, i), so a resumed run draws the same noise.
+        config: hyperparameters (step counts, GP, alpha, optimizer settings).
+        channels: width of both nets.
+        precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
+        xla: compile the iteration with XLA (once per scale shape).
     """
 
-    def __init__(
-        self,
-        config: TrainConfig,
-        scale: int,
-        real: tf.Tensor,
-        generator: ScaleGenerator,
-        critic: PatchCritic,
-        frozen: Sequence[ScaleGenerator],
-        frozen_amps: Sequence[float],
-        frozen_sizes: Sequence[tuple[int, int]],
-        noise_amp: float,
-        rec_input: tuple[tf.Tensor, tf.Tensor],
-    ):
+    def __init__(self, config: TrainConfig, channels: int, precision: str, xla: bool = False):
         self.config = config
-        self.scale = scale
-        self.real = tf.constant(real, tf.float32)
-        self.generator = generator
-        self.critic = critic
-        self.frozen = list(frozen)
-        self.frozen_amps = [float(a) for a in frozen_amps]
-        self.frozen_sizes = [tuple(s) for s in frozen_sizes]
-        self.noise_amp = float(noise_amp)
-        self.rec_x = tf.constant(rec_input[0], tf.float32)
-        self.rec_prev = tf.constant(rec_input[1], tf.float32)
-        self.g_opt = self._adam(config.lr_g, config.generator_steps)
-        self.d_opt = self._adam(config.lr_d, config.critic_steps)
-        self.g_opt.build(generator.trainable_variables)
-        self.d_opt.build(critic.trainable_variables)
-        self.loss_scales = (
-            (LossScale(), LossScale()) if resolve_precision(config.precision) == "mixed_float16" else None
-        )  # (critic, generator)
-        self.jit = use_xla(config, tuple(real.shape[1:3]), config.scale_iters(scale))
+        self.channels = channels
+        self.precision = precision
+        self.xla = xla
+        policy = runtime.dtype_policy(precision)
+        self.generator = build_generator(channels, config.num_layers, config.kernel_size, dtype=policy)
+        self.critic = build_critic(channels, config.num_layers, config.kernel_size, dtype=policy)
+        self.g_opt = FusedAdam(config.lr_g, beta_1=config.beta_1, beta_2=config.beta_2)
+        self.d_opt = FusedAdam(config.lr_d, beta_1=config.beta_1, beta_2=config.beta_2)
+        self.g_opt.build(self.generator.trainable_variables)
+        self.d_opt.build(self.critic.trainable_variables)
+        # (critic, generator)
+        self.loss_scales = (LossScale(), LossScale()) if precision == "mixed_float16" else None
+        image = tf.TensorSpec([1, None, None, 3], tf.float32)
+        amp, coarsest, seed = (
+            tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([], tf.bool),
+            tf.TensorSpec([2], tf.int32),
+        )
         # No data-dependent Python control flow inside: autograph only slows tracing.
-        self._iteration = tf.function(self._iteration_impl, jit_compile=self.jit, autograph=False)
+        self._iteration = tf.function(
+            self._iteration_impl,
+            input_signature=[image, image, image, amp, coarsest, image, seed],
+            jit_compile=xla,
+            autograph=False,
+        )
 
-    def _adam(self, lr: float, steps_per_iter: int) -> keras.optimizers.Adam:
-        schedule = lr_schedule(self.config, lr, steps_per_iter, self.scale)
-        return keras.optimizers.Adam(schedule, beta_1=self.config.beta_1, beta_2=self.config.beta_2)
+    @property
+    def choice(self) -> Choice:
+        return Choice(self.precision, self.xla)
 
-    # -- one iteration, traced once ------------------------------------
-    def _seed(self, seed: tf.Tensor, k: int) -> tf.Tensor:
-        return tf.stack([seed[0], seed[1] * 64 + k])
+    # -- state between scales ----------------------------------------------
+    def set_weights(self, generator: list[np.ndarray], critic: list[np.ndarray]) -> None:
+        self.generator.set_weights(generator)
+        self.critic.set_weights(critic)
 
-    def random_prev(self, seed: tf.Tensor) -> tf.Tensor:
-        """up(output of the frozen coarser pyramid on fresh noise), at scale n's size."""
-        h, w = self.real.shape[1:3]
-        if not self.frozen:
-            return tf.zeros((1, h, w, 3), tf.float32)
-        noises = [
-            tf.random.stateless_normal(
-                (1, fh, fw, 1 if m == 0 else 3), self._seed(seed, 32 + m), alg="philox"
-            )
-            for m, (fh, fw) in enumerate(self.frozen_sizes)
-        ]
-        out = run_pyramid(self.frozen, self.frozen_amps, noises)
-        return upsample(out, (h, w))
+    def reset(self) -> None:
+        """Fresh optimizer state (a new scale starts its own Adam), rates at their base."""
+        for opt in (self.g_opt, self.d_opt):
+            for var in opt.variables:
+                var.assign(tf.zeros_like(var))
+        for ls in self.loss_scales or ():
+            ls.reset()
+        self.set_learning_rates(1.0)
 
-    def _fake(self, prev: tf.Tensor, seed: tf.Tensor, training: bool = True) -> tf.Tensor:
-        h, w = self.real.shape[1:3]
-        z = tf.random.stateless_normal((1, h, w, 1 if self.scale == 0 else 3), seed, alg="philox")
-        return self.generator((self.noise_amp * z + prev, prev), training=training)
-
-    def _critic_step(self, prev: tf.Tensor, seed: tf.Tensor, with_gp: bool) -> dict[str, tf.Tensor]:
-        fake = self._fake(prev, self._seed(seed, 0))
-        critic = self.critic
-        with tf.GradientTape() as tape:
-            d_real = tf.reduce_mean(critic(self.real, training=True))
-            d_fake = tf.reduce_mean(critic(fake, training=True))
-            d_loss = d_fake - d_real
-            if with_gp:
-                mix = tf.random.stateless_uniform((), self._seed(seed, 1), alg="philox")
-                gp = gradient_penalty(lambda x: critic(x, training=True), self.real, fake, mix)
-                d_loss += self.config.gp_step_weight * gp
-        self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
-        # d_loss itself is logged once per iteration (_iteration_impl), in one form for any gp_every.
-        metrics = {"d_real": d_real, "d_fake": d_fake}
-        if with_gp:
-            metrics["gp"] = gp
-        return metrics
-
-    def _generator_step(self, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        gen = self.generator
-        with tf.GradientTape() as tape:
-            fake = self._fake(prev, seed)
-            adv = -tf.reduce_mean(self.critic(fake, training=True))
-            rec = reconstruction_loss(gen((self.rec_x, self.rec_prev), training=True), self.real)
-            g_loss = adv + self.config.alpha * rec
-        self._minimize(tape, g_loss, gen.trainable_variables, self.g_opt, 1)
-        return {"g_loss": g_loss, "adv_loss": adv, "rec_loss": rec}
-
-    def _minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer, which: int) -> None:
-        if self.loss_scales is None:
-            optimizer.apply(tape.gradient(loss, variables), variables)
-        else:
-            self.loss_scales[which].minimize(tape, loss, variables, optimizer)
-
-    def _iteration_impl(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """3 critic steps, then 3 generator steps (paper Alg. / DESIGN section 4)."""
-        prev = self.random_prev(seed)
-        metrics: dict[str, tf.Tensor] = {}
-        gp_steps = self.config.gp_steps
-        for k in range(self.config.critic_steps):
-            metrics.update(self._critic_step(prev, self._seed(seed, 2 + 2 * k), k in gp_steps))
-        # The paper's critic loss from the last step's scores and the last GP.
-        metrics["d_loss"] = metrics["d_fake"] - metrics["d_real"] + self.config.gp_weight * metrics["gp"]
-        for k in range(self.config.generator_steps):
-            metrics.update(self._generator_step(prev, self._seed(seed, 16 + k)))
-        metrics["rec_rmse"] = tf.sqrt(metrics["rec_loss"])
-        return metrics
-
-    # -- host loop -----------------------------------------------------
-    def iteration_seed(self, iteration: int) -> tf.Tensor:
-        return tf.constant([self.config.seed * 1009 + self.scale, iteration], tf.int32)
+    def set_learning_rates(self, factor: float) -> None:
+        self.g_opt.learning_rate.assign(self.config.lr_g * factor)
+        self.d_opt.learning_rate.assign(self.config.lr_d * factor)
 
     def state(self) -> dict[str, list[np.ndarray]]:
         """Everything a resumed scale needs: weights (with BN statistics) and Adam slots."""
@@ -394,14 +289,179 @@ class ScaleTrainer:
         }
 
     def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
-        self.generator.set_weights(state["generator"])
-        self.critic.set_weights(state["critic"])
+        self.set_weights(state["generator"], state["critic"])
         for opt, values in ((self.g_opt, state["g_opt"]), (self.d_opt, state["d_opt"])):
-            for var, value in zip(opt.variables, values, strict=True):
+            variables = list(opt.variables)
+            if len(values) == len(variables) - 1:  # written before the rate became a variable
+                variables.remove(opt.learning_rate)
+            for var, value in zip(variables, values, strict=True):
                 var.assign(value)
         scale_vars = [v for ls in self.loss_scales or () for v in ls.variables]
         for var, value in zip(scale_vars, state.get("loss_scale", []), strict=False):
             var.assign(value)
+
+    # -- one iteration, traced once per width ----------------------------------
+    def iteration(self, data: ScaleData, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One iteration on ``data``; ``prev`` is the coarser pyramid's random output (any size)."""
+        return self._iteration(
+            data.real, data.rec_x, data.rec_prev, data.noise_amp, data.coarsest, prev, seed
+        )
+
+    def graph(self) -> tf.Graph:
+        return self._iteration.get_concrete_function().graph
+
+    def _fake(self, real, prev, noise_amp, coarsest, seed):
+        shape = tf.shape(real)
+        z = _scale_noise(shape[1], shape[2], coarsest, seed)
+        return self.generator((noise_amp * z + prev, prev), training=True)
+
+    def _critic_step(self, real, prev, noise_amp, coarsest, seed, with_gp: bool) -> dict[str, tf.Tensor]:
+        fake = self._fake(real, prev, noise_amp, coarsest, _substream(seed, CRITIC_FAKE))
+        critic = self.critic
+        with tf.GradientTape() as tape:
+            d_real = tf.reduce_mean(critic(real, training=True))
+            d_fake = tf.reduce_mean(critic(fake, training=True))
+            d_loss = d_fake - d_real
+            if with_gp:
+                mix = tf.random.stateless_uniform((), _substream(seed, CRITIC_GP_MIX), alg="philox")
+                gp = gradient_penalty(lambda x: critic(x, training=True), real, fake, mix)
+                d_loss += self.config.gp_step_weight * gp
+        self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
+        # d_loss itself is logged once per iteration (_iteration_impl), in one form for any gp_every.
+        metrics = {"d_real": d_real, "d_fake": d_fake}
+        if with_gp:
+            metrics["gp"] = gp
+        return metrics
+
+    def _generator_step(self, real, rec_x, rec_prev, prev, noise_amp, coarsest, seed) -> dict[str, tf.Tensor]:
+        gen = self.generator
+        with tf.GradientTape() as tape:
+            fake = self._fake(real, prev, noise_amp, coarsest, seed)
+            adv = -tf.reduce_mean(self.critic(fake, training=True))
+            rec = reconstruction_loss(gen((rec_x, rec_prev), training=True), real)
+            g_loss = adv + self.config.alpha * rec
+        self._minimize(tape, g_loss, gen.trainable_variables, self.g_opt, 1)
+        return {"g_loss": g_loss, "adv_loss": adv, "rec_loss": rec}
+
+    def _minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer, which: int) -> None:
+        if self.loss_scales is None:
+            optimizer.apply(tape.gradient(loss, variables), variables)
+        else:
+            self.loss_scales[which].minimize(tape, loss, variables, optimizer)
+
+    def _iteration_impl(self, real, rec_x, rec_prev, noise_amp, coarsest, prev, seed) -> dict[str, tf.Tensor]:
+        """3 critic steps, then 3 generator steps (paper Alg. / DESIGN section 4)."""
+        prev = upsample(prev, tf.shape(real)[1:3])
+        metrics: dict[str, tf.Tensor] = {}
+        config = self.config
+        for k in range(config.critic_steps):
+            step_seed = _substream(seed, CRITIC_STEP_SEED + 2 * k)
+            metrics.update(
+                self._critic_step(real, prev, noise_amp, coarsest, step_seed, k in config.gp_steps)
+            )
+        # The paper's critic loss from the last step's scores and the last GP.
+        metrics["d_loss"] = metrics["d_fake"] - metrics["d_real"] + config.gp_weight * metrics["gp"]
+        for k in range(config.generator_steps):
+            step_seed = _substream(seed, GENERATOR_STEP_SEED + k)
+            metrics.update(self._generator_step(real, rec_x, rec_prev, prev, noise_amp, coarsest, step_seed))
+        metrics["rec_rmse"] = tf.sqrt(metrics["rec_loss"])
+        return metrics
+
+
+class RandomPath:
+    """The frozen coarser pyramid on fresh noise: out_{n-1} of scale n's random path.
+
+    One traced function per frozen generator (its noise draw, the upsampling
+    and its inference pass), so a new scale traces only the newest one.
+    ``__call__(seed)`` returns the last frozen scale's output at its own
+    size (the training step upsamples it), or None below scale 1.
+    """
+
+    def __init__(self, generators=(), noise_amps=(), sizes=()):
+        self._steps: list[Callable] = []
+        for g, amp, size in zip(generators, noise_amps, sizes, strict=True):
+            self.append(g, amp, size)
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def append(self, generator: ScaleGenerator, noise_amp: float, size: tuple[int, int]) -> None:
+        m = len(self._steps)
+        h, w = size
+        channels = 1 if m == 0 else 3
+
+        def forward(prev, seed):
+            z = tf.random.stateless_normal(
+                (1, h, w, channels), _substream(seed, FROZEN_SCALE_SEED + m), alg="philox"
+            )
+            up = tf.zeros((1, h, w, 3)) if prev is None else upsample(prev, (h, w))
+            return generator((noise_amp * z + up, up), training=False)
+
+        seed_spec = tf.TensorSpec([2], tf.int32)
+        if m == 0:
+            self._steps.append(tf.function(lambda seed: forward(None, seed), input_signature=[seed_spec]))
+        else:
+            spec = tf.TensorSpec([1, None, None, 3], tf.float32)
+            self._steps.append(tf.function(forward, input_signature=[spec, seed_spec], autograph=False))
+
+    def __call__(self, seed: tf.Tensor) -> tf.Tensor | None:
+        out = None
+        for m, step in enumerate(self._steps):
+            out = step(seed) if m == 0 else step(out, seed)
+        return out
+
+
+class ScaleTrainer:
+    """Adversarial + reconstruction training of one scale.
+
+    Args:
+        config: hyperparameters.
+        scale: index n of the scale.
+        data: the scale's images and noise amplitude (``ScaleData.of``).
+        step: the traced iteration and nets of this scale's width, holding
+            the scale's initial weights.
+        random_path: the frozen coarser pyramid G_0..G_{n-1}.
+
+    Iteration i draws its noise from stateless seeds derived from
+    ``(config.seed, scale, i)``, so a resumed run draws the same noise.
+    """
+
+    def __init__(
+        self, config: TrainConfig, scale: int, data: ScaleData, step: TrainStep, random_path: RandomPath
+    ):
+        self.config = config
+        self.scale = scale
+        self.data = data
+        self.step = step
+        self.random_path = random_path
+        self._zeros = tf.zeros_like(data.real)
+
+    @property
+    def generator(self) -> ScaleGenerator:
+        return self.step.generator
+
+    @property
+    def critic(self) -> PatchCritic:
+        return self.step.critic
+
+    def iteration_seed(self, iteration: int) -> tf.Tensor:
+        return tf.constant([self.config.seed * 1009 + self.scale, iteration], tf.int32)
+
+    def random_prev(self, seed: tf.Tensor) -> tf.Tensor:
+        """up(output of the frozen coarser pyramid on fresh noise), at this scale's size."""
+        out = self.random_path(seed)
+        return self._zeros if out is None else upsample(out, self.data.real.shape[1:3])
+
+    def iterate(self, iteration: int) -> dict[str, tf.Tensor]:
+        seed = self.iteration_seed(iteration)
+        prev = self.random_path(seed)
+        return self.step.iteration(self.data, self._zeros if prev is None else prev, seed)
+
+    def state(self) -> dict[str, list[np.ndarray]]:
+        return self.step.state()
+
+    def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
+        self.step.load_state(state)
 
     def run(self, start: int, stop: int, on_metrics=None, on_checkpoint=None) -> dict[str, float]:
         """Run iterations [start, stop).
@@ -410,12 +470,15 @@ class ScaleTrainer:
         before every checkpoint; a non-finite loss raises before the
         checkpoint is written, so the last checkpoint is always a good one.
         """
-        last: dict[str, float] = {}
+        config, last = self.config, {}
+        milestone = config.lr_milestone_iter(self.scale)
         for it in range(start, stop):
-            out = self._iteration(self.iteration_seed(it))
+            if it in (start, milestone):
+                self.step.set_learning_rates(config.learning_rate(1.0, it, self.scale))
+            out = self.iterate(it)
             done = it + 1
-            log_now = done % self.config.log_every == 0 or done == stop
-            checkpoint_now = on_checkpoint is not None and done % self.config.checkpoint_every == 0
+            log_now = done % config.log_every == 0 or done == stop
+            checkpoint_now = on_checkpoint is not None and done % config.checkpoint_every == 0
             if log_now or checkpoint_now:
                 last = {k: float(v) for k, v in out.items()}
                 if not all(math.isfinite(v) for v in last.values()):
@@ -425,6 +488,18 @@ class ScaleTrainer:
             if on_metrics:
                 on_metrics(done, last if log_now else None)
         return last
+
+    def time(self, timed: int, warmup: int = runtime.WARMUP_ITERS) -> Timing:
+        """Seconds of ``warmup`` iterations (the first traces), then ms per iteration of ``timed``."""
+        t0 = time.perf_counter()
+        for it in range(warmup):
+            float(self.iterate(it)["g_loss"])
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for it in range(warmup, warmup + timed):
+            out = self.iterate(it)
+        float(out["g_loss"])
+        return Timing((time.perf_counter() - t0) * 1e3 / timed, first, timed)
 
 
 @dataclasses.dataclass
@@ -440,15 +515,33 @@ def draw_rec_noise(config: TrainConfig, size: tuple[int, int]) -> np.ndarray:
 
 
 def init_scale_nets(config: TrainConfig, scale: int, gens: list, critics: list):
-    """Fresh G_n, D_n, or copies of G_{n-1}, D_{n-1} when the width is unchanged."""
-    policy = dtype_policy(config)
+    """Fresh G_n, D_n, or copies of G_{n-1}, D_{n-1} when the width is unchanged.
+
+    Fresh nets are drawn from the seed (config.seed, scale), so a resumed run
+    initialises scale n as a fresh one would, whatever precision it runs in.
+    """
+    keras.utils.set_random_seed(config.seed * 1009 + scale)
     ch = config.channels(scale)
-    g = build_generator(ch, config.num_layers, config.kernel_size, dtype=policy)
-    d = build_critic(ch, config.num_layers, config.kernel_size, dtype=policy)
+    g = build_generator(ch, config.num_layers, config.kernel_size)
+    d = build_critic(ch, config.num_layers, config.kernel_size)
     if scale > 0 and config.channels(scale - 1) == ch:
         g.set_weights(gens[scale - 1].get_weights())
         d.set_weights(critics[scale - 1].get_weights())
     return g, d
+
+
+class StepCache:
+    """The ``TrainStep`` of each (width, choice) a run has used, created on first use."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self._steps: dict[tuple[int, Choice], TrainStep] = {}
+
+    def get(self, channels: int, choice: Choice) -> TrainStep:
+        key = (channels, choice)
+        if key not in self._steps:
+            self._steps[key] = TrainStep(self.config, channels, choice.precision, choice.xla)
+        return self._steps[key]
 
 
 def _check_resumable(run: RunDir, config: TrainConfig, image: np.ndarray | None) -> None:
@@ -468,12 +561,17 @@ def _check_resumable(run: RunDir, config: TrainConfig, image: np.ndarray | None)
             raise InputError(f"the image given is not the one {run.path} was trained on")
 
 
+DEFAULT_CACHE = object()  # train_pyramid's cache argument: the user's tuning cache
+
+
 def train_pyramid(
     config: TrainConfig,
     image: np.ndarray | None,
     out: str | RunDir,
     callbacks: Sequence[TrainingCallback] = (),
     resume: bool = False,
+    cache: TuningCache | None | object = DEFAULT_CACHE,
+    tuning_budget: float = runtime.DEFAULT_BUDGET,
 ) -> TrainResult:
     """Train every scale of a SinGAN pyramid on ``image`` into the run directory ``out``.
 
@@ -485,17 +583,22 @@ def train_pyramid(
         callbacks: progress / logging hooks.
         resume: continue the run in ``out``: finished scales are loaded, never
             retrained or rewritten; an unfinished scale continues from its
-            last checkpoint.
+            last checkpoint, in the precision it started with.
+        cache: the tuning cache for ``--precision auto`` / ``--jit auto``
+            (default: the user's, ``runtime.cache_dir()``; None: measure
+            without caching).
+        tuning_budget: share of the estimated training time that measuring
+            runtime choices may take.
 
     Returns:
         The run directory and the trained, frozen pyramid.
     """
     t0 = time.perf_counter()
     run = out if isinstance(out, RunDir) else RunDir(out)
-    if config.precision == "auto":  # the run directory records what auto chose; a resume keeps it
-        stored = run.read_config() if resume and run.exists() else None
-        config = config.replace(precision=stored.precision if stored else resolve_precision("auto"))
-        log.info("precision auto: %s", config.precision)
+    if resume and run.exists():
+        stored = run.read_config()
+        if config.precision == "auto" and stored.precision != "auto":  # a run that recorded its choice
+            config = config.replace(precision=stored.precision)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
         if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
@@ -522,70 +625,133 @@ def train_pyramid(
     gens: list[ScaleGenerator] = load_nets(run, config, done)
     critics: list[PatchCritic] = load_nets(run, config, done, critics=True)
     amps = [float(s["noise_amp"]) for s in run.read_manifest()["scales"]]
+    plan = runtime.active_thread_plan()
+    if cache is DEFAULT_CACHE:
+        cache = TuningCache() if "auto" in (config.precision, config.jit_compile) else None
+    tuner = Tuner(config, geometry.sizes, plan, cache, tuning_budget)
+    session = _Session(config, run, geometry, rec_noise, gens, critics, amps, tuner, callbacks)
+    with runtime.training_graph_options():
+        rec = None
+        for n, real in enumerate(reals):
+            rec = session.replay(n, rec) if n < done else session.train(n, real, rec)
+    pyramid = Pyramid(config, geometry, gens, amps, rec_noise)
+    return TrainResult(run, pyramid, time.perf_counter() - t0)
 
-    rec = None
-    for n, real in enumerate(reals):
-        size = geometry.sizes[n]
-        # Reconstruction path: z* at the coarsest scale, zero noise above.
+
+@dataclasses.dataclass
+class _Session:
+    """train_pyramid's state across scales: the frozen pyramid so far and the traced steps."""
+
+    config: TrainConfig
+    run: RunDir
+    geometry: PyramidGeometry
+    rec_noise: np.ndarray
+    gens: list[ScaleGenerator]
+    critics: list[PatchCritic]
+    amps: list[float]
+    tuner: Tuner
+    callbacks: Sequence[TrainingCallback]
+
+    def __post_init__(self) -> None:
+        done = len(self.gens)
+        self.random_path = RandomPath(self.gens, self.amps, self.geometry.sizes[:done])
+        self.steps = StepCache(self.config)
+
+    def rec_input(self, n: int, rec: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        """The reconstruction path's (x, prev): z* at the coarsest scale, zero noise above."""
+        size = self.geometry.sizes[n]
         if n == 0:
-            rec_prev = tf.zeros((1, *size, 3))
-            rec_input = (rec_noise + rec_prev, rec_prev)
-        else:
-            rec_prev = upsample(rec, size)
-            rec_input = (rec_prev, rec_prev)
-        if n < done:  # finished earlier: only replay its reconstruction
-            rec = gens[n](rec_input, training=False)
-            continue
-        amp = 1.0 if n == 0 else noise_amplitude(real, rec_prev, config.noise_amp_factor)
-        # Seed per scale, so a resumed run initialises scale n as a fresh one would.
-        keras.utils.set_random_seed(config.seed * 1009 + n)
-        g, d = init_scale_nets(config, n, gens, critics)
-        iters = config.scale_iters(n)
-        trainer = ScaleTrainer(config, n, real, g, d, gens, amps, geometry.sizes[:n], amp, rec_input)
-        start = 0
+            prev = tf.zeros((1, *size, 3))
+            return self.rec_noise + prev, prev
+        prev = upsample(rec, size)
+        return prev, prev
+
+    def replay(self, n: int, rec: tf.Tensor | None) -> tf.Tensor:
+        """A scale finished earlier: only its reconstruction."""
+        return self.gens[n](self.rec_input(n, rec), training=False)
+
+    def train(self, n: int, real: tf.Tensor, rec: tf.Tensor | None) -> tf.Tensor:
+        """Train scale n (from its checkpoint if there is one); returns its reconstruction."""
+        config, run = self.config, self.run
+        size, ch = self.geometry.sizes[n], config.channels(n)
+        rec_input = self.rec_input(n, rec)
+        amp = 1.0 if n == 0 else noise_amplitude(real, rec_input[1], config.noise_amp_factor)
+        g0, d0 = init_scale_nets(config, n, self.gens, self.critics)
+        init = (g0.get_weights(), d0.get_weights())
+        data = ScaleData.of(n, real, rec_input, amp)
+
+        def trainer_for(choice: Choice) -> ScaleTrainer:
+            step = self.steps.get(ch, choice)
+            step.set_weights(*init)
+            step.reset()
+            return ScaleTrainer(config, n, data, step, self.random_path)
+
         checkpoint = run.read_checkpoint(n)
+        recorded = run.read_checkpoint_runtime(n) if checkpoint is not None else None
+        if recorded is not None:
+            decision = Decision(Choice(recorded["precision"], bool(recorded["xla"])), "recorded")
+        else:
+            decision = self.tuner.decide(n, lambda choice, timed: trainer_for(choice).time(timed))
+        log.info("scale %d: %s", n, decision.describe())
+        trainer = trainer_for(decision.choice)
+        record = decision.to_dict(self.tuner.plan)
+        start = 0
         if checkpoint is not None:
             start, state = checkpoint
             trainer.load_state(state)
             log.info("scale %d: resuming from the checkpoint at iteration %d", n, start)
+        iters = config.scale_iters(n)
         info = {
             "scale": n,
-            "num_scales": geometry.num_scales,
+            "num_scales": self.geometry.num_scales,
             "size": size,
-            "channels": config.channels(n),
+            "channels": ch,
             "noise_amp": amp,
             "iters": iters,
             "start": start,
-            "xla": trainer.jit,
+            "xla": decision.choice.xla,
+            "precision": decision.choice.precision,
         }
-        for cb in callbacks:
+        for cb in self.callbacks:
             cb.on_scale_begin(n, info)
         ts = time.perf_counter()
+        first_call: list[float] = []
 
-        def report(it, metrics, n=n):
-            for cb in callbacks:
+        def report(it, metrics):
+            if not first_call:
+                first_call.append(time.perf_counter() - ts)
+            for cb in self.callbacks:
                 cb.on_iterations(n, it, metrics)
 
-        def checkpoint_now(it, n=n, trainer=trainer):
-            run.write_checkpoint(n, it, trainer.state())
+        def checkpoint_now(it):
+            run.write_checkpoint(n, it, trainer.state(), record)
 
         last = trainer.run(start, iters, report, checkpoint_now)
+        policy = runtime.dtype_policy(decision.choice.precision)
+        g = build_generator(ch, config.num_layers, config.kernel_size, dtype=policy)
+        g.set_weights(trainer.generator.get_weights())
         g.trainable = False
+        d = build_critic(ch, config.num_layers, config.kernel_size)
+        d.set_weights(trainer.critic.get_weights())
         rec = g(rec_input, training=False)
         stats = {
-            "seconds": round(time.perf_counter() - ts, 3),
+            "seconds": round(time.perf_counter() - ts + decision.tuning_s, 3),
             "iters": iters,
+            "first_call_s": round(first_call[0], 3) if first_call else None,
             "rec_rmse": float(tf.sqrt(reconstruction_loss(rec, real))),
+            "runtime": record,
             "final": last,
         }
         run.write_scale(n, g, d, amp, stats)
         run.clear_checkpoint(n)
-        gens.append(g)
-        critics.append(d)
-        amps.append(amp)
-        preview = Pyramid(config, geometry, list(gens), list(amps), rec_noise, traced=False)
+        self.gens.append(g)
+        self.critics.append(d)
+        self.amps.append(amp)
+        self.random_path.append(g, amp, size)
+        preview = Pyramid(
+            config, self.geometry, list(self.gens), list(self.amps), self.rec_noise, traced=False
+        )
         info.update(stats)
-        for cb in callbacks:
+        for cb in self.callbacks:
             cb.on_scale_end(n, info, preview)
-    pyramid = Pyramid(config, geometry, gens, amps, rec_noise)
-    return TrainResult(run, pyramid, time.perf_counter() - t0)
+        return rec

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tuning timings of the tests (and of the CLIs they start) stay out of the user's cache.
+os.environ["SINGAN_TF_CACHE_DIR"] = tempfile.mkdtemp(prefix="singan-tf-test-cache-")
 
 import numpy as np
 import pytest

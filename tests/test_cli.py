@@ -125,10 +125,10 @@ def test_large_grayscale_is_converted_and_resized_with_messages(tmp_path, caplog
     """Conversions are said, then training proceeds (stopped here by a tiny memory budget)."""
     from PIL import Image
 
-    from singan_tf import training
+    from singan_tf import runtime
 
     Image.new("L", (1000, 600), 128).save(tmp_path / "g.png")
-    monkeypatch.setattr(training, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(runtime, "available_memory", lambda: 2**20)
     assert command_main("train", [str(tmp_path / "g.png"), "--out", str(tmp_path / "run")]) == 2
     assert "grayscale image, converted to RGB" in caplog.text
     assert "1000x600 resized to 250x150 (max size 250)" in caplog.text
@@ -151,18 +151,23 @@ def test_resume_with_precision_auto_keeps_the_recorded_choice():
         resumed_config(parser.parse_args(["--out", "r", "--precision", "float32"]), stored)
 
 
-def test_fast_preset_trains_and_records_a_concrete_precision(tmp_path):
+def test_fast_preset_trains_and_records_each_scales_precision(tmp_path):
     import json
 
     from singan_tf.cli import command_main
-    from singan_tf.training import resolve_precision
+    from singan_tf.runtime import precision_candidates
 
     out = tmp_path / "run"
     args = ["--preset", "fast", "--max-size", "40", "--iters", "8", "--iters-decay", "0.5", "--no-progress"]
     assert command_main("train", [*args, "--num-samples", "2", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert (config["preset"], config["max_channels"], config["iters"]) == ("fast", 32, 8)
+    assert (config["preset"], config["max_channels"], config["iters"], config["precision"]) == (
+        "fast",
+        32,
+        8,
+        "auto",
+    )
     scales = json.loads((out / "pyramid.json").read_text())["scales"]
     assert [s["iters"] for s in scales] == [8, 4, 2][: len(scales)] and len(scales) >= 2
-    assert config["precision"] == resolve_precision("auto") != "auto"
+    assert all(s["runtime"]["precision"] in precision_candidates() for s in scales)
     assert len(list((out / "samples").glob("sample_*.png"))) == 2

@@ -152,9 +152,16 @@ def test_fused_batchnorm_matches_keras_to_second_derivatives(rocket):
     for a, b in zip(gg1, gg2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
     assert max(float(tf.reduce_max(tf.abs(g))) for g in gg1) > 1e-4  # the check is not vacuous
-    for a, b in zip(fused.non_trainable_weights, plain.non_trainable_weights, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5)
+    # Moving statistics: the mean as Keras; the variance averages the unbiased batch variance,
+    # as PyTorch's BatchNorm (the reference code's) does.
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5)
+    n, biased = x.shape[1] * x.shape[2], tf.math.reduce_variance(x, axis=[0, 1, 2]).numpy()
+    initial = (plain.moving_variance.numpy() - 0.1 * biased) / 0.9  # Keras: 0.9 * initial + 0.1 * biased
+    want = 0.9 * initial + 0.1 * biased * n / (n - 1)
+    np.testing.assert_allclose(fused.moving_variance, want, rtol=1e-4)
+    assert not np.allclose(fused.moving_variance, plain.moving_variance, rtol=1e-4)
     # Inference is Keras' own path.
+    plain.moving_variance.assign(fused.moving_variance)
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-6)
 
 
@@ -173,3 +180,17 @@ def test_conv_block_trains_through_the_fused_kernel():
     infer = tf.function(lambda x: block(x, training=False)).get_concrete_function(tf.TensorSpec((1, 9, 9, 3)))
     assert "FusedBatchNormV3" in {op.type for op in train.graph.get_operations()}
     assert "FusedBatchNormV3" not in {op.type for op in infer.graph.get_operations()}
+
+
+def test_only_the_generator_keeps_moving_statistics():
+    """A critic never runs in inference mode: its BatchNorm statistics are not updated."""
+    g, d = build_generator(8), build_critic(8)
+    x = tf.random.stateless_normal((1, 16, 16, 3), (5, 6))
+    g_stats, d_stats = (
+        [w.numpy() for w in g.non_trainable_weights],
+        [w.numpy() for w in d.non_trainable_weights],
+    )
+    g((x, x), training=True)
+    d(x, training=True)
+    assert all(not np.allclose(a, b.numpy()) for a, b in zip(g_stats, g.non_trainable_weights, strict=True))
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(d_stats, d.non_trainable_weights, strict=True))

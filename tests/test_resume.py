@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from singan_tf import training
+from singan_tf import runtime, training
 from singan_tf.cli import command_main
 from singan_tf.config import TrainConfig
 from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
+from singan_tf.pyramid import geometry_for
 from singan_tf.rundir import RunDir, load_pyramid
 from singan_tf.training import train_pyramid
 
@@ -189,16 +189,15 @@ def test_same_seed_same_model_and_samples(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rocket, tmp_path, monkeypatch):
-    original = training.ScaleTrainer._iteration_impl
+    original = training.ScaleTrainer.iterate
 
-    def poisoned(self, seed):
-        metrics = original(self, seed)
-        if self.scale == 1:  # from iteration 15 of scale 1 on, the critic loss is NaN
-            bad = tf.where(seed[1] >= 15, tf.constant(np.nan), tf.constant(1.0))
-            metrics["d_loss"] = metrics["d_loss"] * bad
+    def poisoned(self, iteration):
+        metrics = dict(original(self, iteration))
+        if self.scale == 1 and iteration >= 15:  # from iteration 15 of scale 1 on, the critic loss is NaN
+            metrics["d_loss"] = metrics["d_loss"] * np.nan
         return metrics
 
-    monkeypatch.setattr(training.ScaleTrainer, "_iteration_impl", poisoned)
+    monkeypatch.setattr(training.ScaleTrainer, "iterate", poisoned)
     run = RunDir(tmp_path / "nan")
     with pytest.raises(NonFiniteLossError, match="scale 1, iteration 19: d_loss=nan"):
         train_pyramid(_tiny_config(), rocket, run)
@@ -223,9 +222,7 @@ def test_nan_guard_exit_code_from_cli(tmp_path, monkeypatch, capsys):
 def test_resume_with_different_settings_is_refused(rocket, tmp_path, capsys):
     config = _tiny_config()
     run = RunDir(tmp_path / "r")
-    run.initialise(
-        config, training.geometry_for(config, rocket.shape[:2]), rocket[:27, :40], np.zeros((1, 25, 37, 1))
-    )
+    run.initialise(config, geometry_for(config, rocket.shape[:2]), rocket[:27, :40], np.zeros((1, 25, 37, 1)))
     code = command_main("train", ["--out", str(run.path), "--resume", "--iters", "50"])
     assert code == 2
     assert "--iters 50 differs from the run's 20; a resumed run keeps its settings" in capsys.readouterr().err
@@ -246,28 +243,25 @@ def test_complete_run_has_nothing_to_resume(trained_run, capsys):
 
 
 def test_memory_estimate_is_printed_and_refuses_what_cannot_fit(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(training, "available_memory", lambda: 256 * 2**20)
+    monkeypatch.setattr(runtime, "available_memory", lambda: 256 * 2**20)
     code = command_main("train", ["--out", str(tmp_path / "r")])
     assert code == 2
     assert not (tmp_path / "r").exists()
     assert "estimated peak memory" in caplog.text
-    big = training.estimate_memory(
-        TrainConfig(max_size=1000), training.geometry_for(TrainConfig(max_size=1000), (1000, 1500))
+    big = runtime.estimate_memory(
+        TrainConfig(max_size=1000), geometry_for(TrainConfig(max_size=1000), (1000, 1500))
     )
-    small = training.estimate_memory(TrainConfig(), training.geometry_for(TrainConfig(), (1000, 1500)))
-    assert big > 8 * (small - training.RUNTIME_BASE_BYTES)
+    small = runtime.estimate_memory(TrainConfig(), geometry_for(TrainConfig(), (1000, 1500)))
+    assert big > 8 * (small - runtime.RUNTIME_BASE_BYTES)
 
 
-def test_auto_precision_is_recorded_and_kept_on_resume(rocket, tmp_path, monkeypatch):
-    """The run directory records what ``auto`` chose; a resume keeps it even where auto
-    would now choose otherwise (another machine)."""
-    config = _tiny_config(iters=6, precision="auto")
+def test_a_run_that_recorded_one_precision_resumes_with_auto(rocket, tmp_path, monkeypatch):
+    """Runs written before per-scale choices stored what auto chose in config.json;
+    ``--precision auto`` resumes them in that precision."""
+    config = _tiny_config(iters=6, precision="mixed_bfloat16")
     _interrupted_in_scale_1(monkeypatch, config, rocket, tmp_path / "run")
     run = RunDir(tmp_path / "run")
-    chosen = run.read_config().precision
-    assert chosen == training.resolve_precision("auto") != "auto"
-    other = "float32" if chosen != "float32" else "mixed_bfloat16"
-    monkeypatch.setattr(training, "resolve_precision", lambda p: other if p == "auto" else p)
-    resumed = train_pyramid(config, None, run, resume=True)
-    assert run.read_config().precision == chosen == resumed.pyramid.config.precision
-    assert run.finished_scales() == len(run.read_manifest()["geometry"]["sizes"])
+    resumed = train_pyramid(config.replace(precision="auto"), None, run, resume=True)
+    assert run.read_config().precision == "mixed_bfloat16" == resumed.pyramid.config.precision
+    records = [s["runtime"]["precision"] for s in run.read_manifest()["scales"]]
+    assert records == ["mixed_bfloat16"] * len(run.read_manifest()["geometry"]["sizes"])

@@ -8,83 +8,50 @@ import pytest
 import tensorflow as tf
 
 from singan_tf.config import TrainConfig
-from singan_tf.errors import ConfigError
 from singan_tf.images import load_image
-from singan_tf.models import build_critic, build_generator
+from singan_tf.models import build_generator
 from singan_tf.pyramid import build_pyramid, pyramid_geometry
 from singan_tf.rundir import RunDir, load_pyramid
-from singan_tf.training import ScaleTrainer, lr_schedule, thread_plan, use_xla
+from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, TrainStep
 
 
-@pytest.mark.parametrize(
-    ("iters", "decay", "scale"), [(2000, 1.0, 0), (400, 1.0, 5), (10, 1.0, 0), (900, 0.7, 3)]
-)
-def test_lr_schedule_drops_at_80_percent(iters, decay, scale):
-    config = TrainConfig(iters=iters, iters_decay=decay)
-    for steps in (3, 1):
-        schedule = lr_schedule(config, 5e-4, steps, scale)
-        for it in range(config.scale_iters(scale)):
-            # every optimizer step of iteration `it` sees the iteration's rate
-            for k in range(steps):
-                want = config.learning_rate(5e-4, it, scale)
-                assert float(schedule(it * steps + k)) == pytest.approx(want), (it, k)
+def test_lr_drops_at_80_percent_of_the_scale(rocket):
+    t = _trainer(rocket, 0, iters=10)
+    rates = []
+    original = t.step.iteration
+
+    def spy(data, prev, seed):
+        rates.append((float(t.step.g_opt.learning_rate.numpy()), float(t.step.d_opt.learning_rate.numpy())))
+        return original(data, prev, seed)
+
+    t.step.iteration = spy
+    t.run(0, 10)
+    want = [(5e-4, 5e-4)] * 8 + [(5e-5, 5e-5)] * 2  # milestone: 80% of 10
+    np.testing.assert_allclose(rates, want, rtol=1e-6)
+    rates.clear()
+    t.run(9, 10)  # a resumed scale starts at its iteration's rate
+    np.testing.assert_allclose(rates, [(5e-5, 5e-5)], rtol=1e-6)
 
 
-def test_xla_choice(monkeypatch):
-    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)  # TF's pools
-    assert use_xla(TrainConfig(), (25, 34), 2000)
-    assert not use_xla(TrainConfig(), (186, 248), 2000)
-    assert not use_xla(TrainConfig(), (25, 34), 400)  # compile time would not pay off
-    assert use_xla(TrainConfig(jit_compile="on"), (186, 248), 10)
-    assert not use_xla(TrainConfig(jit_compile="off"), (25, 34), 2000)
-    # One thread per op (--cpu-threads auto on a small CPU): XLA's single program would use one core.
-    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 1)
-    assert not use_xla(TrainConfig(), (25, 34), 2000)
-    assert use_xla(TrainConfig(jit_compile="on"), (25, 34), 2000)  # asked for explicitly
-
-
-def test_thread_plan():
-    # auto: one thread per op, one op per core, on CPU-only machines with up to 4 cores.
-    assert thread_plan("auto", cores=2, gpus=0) == (1, 2)
-    assert thread_plan("auto", cores=4, gpus=0) == (1, 4)
-    assert thread_plan("auto", cores=16, gpus=0) is None  # TensorFlow's pools
-    assert thread_plan("auto", cores=2, gpus=1) is None
-    assert thread_plan("tf", cores=2, gpus=0) is None
-    assert thread_plan("2,1", cores=2, gpus=0) == (2, 1)
-    for bad in ("two", "1", "0,2", "1,2,3", "-1,2"):
-        with pytest.raises(ConfigError, match="--cpu-threads"):
-            thread_plan(bad, cores=2, gpus=0)
-
-
-def _trainer(rocket, scale, **cfg):
-    config = TrainConfig(max_size=48, iters=20, **cfg)
+def _trainer(rocket, scale, precision="float32", xla=False, **cfg):
+    config = TrainConfig(**{"max_size": 48, "iters": 20, **cfg})
     geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
     reals = build_pyramid(rocket, geometry)
-    frozen = [build_generator(32) for _ in range(scale)]
-    size = geometry.sizes[scale]
-    prev = tf.zeros((1, *size, 3))
-    return ScaleTrainer(
-        config,
-        scale,
-        reals[scale],
-        build_generator(32),
-        build_critic(32),
-        frozen,
-        [1.0] + [0.05] * (scale - 1),
-        geometry.sizes[:scale],
-        0.05,
-        (prev, prev),
-    )
+    amps = ([1.0] + [0.05] * (scale - 1))[:scale]
+    path = RandomPath([build_generator(32) for _ in range(scale)], amps, geometry.sizes[:scale])
+    prev = tf.zeros((1, *geometry.sizes[scale], 3))
+    data = ScaleData.of(scale, reals[scale], (prev, prev), 0.05)
+    return ScaleTrainer(config, scale, data, TrainStep(config, 32, precision, xla), path)
 
 
 def test_iteration_updates_both_nets_and_is_reproducible(rocket):
-    t = _trainer(rocket, 1, jit_compile="off")
+    t = _trainer(rocket, 1)
     g0 = [w.copy() for w in t.generator.get_weights()]
     d0 = [w.copy() for w in t.critic.get_weights()]
     metrics = t.run(0, 2)
     assert set(metrics) >= {"d_loss", "g_loss", "gp", "rec_rmse", "d_real", "d_fake"}
     assert all(np.isfinite(v) for v in metrics.values())
-    assert int(t.d_opt.iterations) == 2 * 3 and int(t.g_opt.iterations) == 2 * 3
+    assert int(t.step.d_opt.iterations) == 2 * 3 and int(t.step.g_opt.iterations) == 2 * 3
     assert any(not np.array_equal(a, b) for a, b in zip(g0, t.generator.get_weights(), strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(d0, t.critic.get_weights(), strict=True))
     # The random path is a function of the iteration's seed: same seed, same prev.
@@ -97,8 +64,8 @@ def test_iteration_updates_both_nets_and_is_reproducible(rocket):
 
 @pytest.mark.parametrize("gp_every, expected", [(1, 3), (2, 2), (3, 1)])
 def test_gradient_penalty_only_on_its_critic_steps(rocket, gp_every, expected):
-    t = _trainer(rocket, 1, jit_compile="off", gp_every=gp_every)
-    graph = t._iteration.get_concrete_function(t.iteration_seed(0)).graph
+    t = _trainer(rocket, 1, gp_every=gp_every)
+    graph = t.step.graph()
     # One name scope per GP evaluation: gradient_penalty, gradient_penalty_1, ...
     names = [op.name for op in graph.get_operations()]
     scopes = {name.split("/")[0] for name in names if name.startswith("gradient_penalty")}
@@ -109,15 +76,15 @@ def test_gradient_penalty_only_on_its_critic_steps(rocket, gp_every, expected):
     # The logged critic loss has one meaning whatever gp_every is.
     want = metrics["d_fake"] - metrics["d_real"] + 0.1 * metrics["gp"]
     assert metrics["d_loss"] == pytest.approx(want, rel=1e-5, abs=1e-6)
-    assert int(t.d_opt.iterations) == 2 * 3
+    assert int(t.step.d_opt.iterations) == 2 * 3
     assert any(not np.array_equal(a, b) for a, b in zip(d0, t.critic.get_weights(), strict=True))
 
 
 def test_xla_and_plain_compute_the_same_step(rocket):
     # With one critic step, d_real depends only on the weights and the image
     # (the noise stream itself differs: XLA's Philox orders its output differently).
-    plain = _trainer(rocket, 0, jit_compile="off", seed=1, critic_steps=1, generator_steps=1)
-    xla = _trainer(rocket, 0, jit_compile="on", seed=1, critic_steps=1, generator_steps=1)
+    plain = _trainer(rocket, 0, seed=1, critic_steps=1, generator_steps=1)
+    xla = _trainer(rocket, 0, xla=True, seed=1, critic_steps=1, generator_steps=1)
     xla.generator.set_weights(plain.generator.get_weights())
     xla.critic.set_weights(plain.critic.get_weights())
     m1, m2 = plain.run(0, 1), xla.run(0, 1)
@@ -227,27 +194,66 @@ def test_sample_cli_writes_pngs(trained_run, tmp_path):
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_step(rocket, precision):
-    from singan_tf.training import dtype_policy
-
-    config = TrainConfig(max_size=48, iters=4, precision=precision, jit_compile="off")
-    geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
-    reals = build_pyramid(rocket, geometry)
-    policy = dtype_policy(config)
-    g, d = build_generator(32, dtype=policy), build_critic(32, dtype=policy)
+    t = _trainer(rocket, 0, precision, iters=4)
+    g = t.generator
     assert g.blocks[0].conv.compute_dtype == precision.removeprefix("mixed_")
-    prev = tf.zeros((1, *geometry.sizes[0], 3))
-    t = ScaleTrainer(config, 0, reals[0], g, d, [], [], [], 1.0, (prev, prev))
     before = [w.copy() for w in g.get_weights()]
     metrics = t.run(0, 4)
     assert all(np.isfinite(v) for v in metrics.values())
     assert any(not np.array_equal(a, b) for a, b in zip(before, g.get_weights(), strict=True))
+    prev = tf.zeros((1, 25, 37, 3))
     assert g((prev, prev), training=False).dtype == tf.float32  # images stay float32
     state = t.state()  # float16's loss scales are part of a resumable checkpoint
     assert len(state["loss_scale"]) == (4 if precision == "mixed_float16" else 0)
     if state["loss_scale"]:
-        t.loss_scales[0].scale.assign(1.0)
+        t.step.loss_scales[0].scale.assign(1.0)
         t.load_state(state)
-        assert float(t.loss_scales[0].scale.numpy()) == float(state["loss_scale"][0])
+        assert float(t.step.loss_scales[0].scale.numpy()) == float(state["loss_scale"][0])
+
+
+def test_generator_adds_the_coarser_image_back_in_float32():
+    """In mixed precision the residual ``prev`` must not be rounded to bfloat16 (8 bits)."""
+    g = build_generator(32, dtype="mixed_bfloat16")
+    prev = tf.fill((1, 12, 12, 3), 0.123456)
+    out = g((prev, prev), training=False)
+    detail = tf.cast(tf.cast(out - prev, tf.bfloat16), tf.float32)  # what the nets added
+    np.testing.assert_allclose(out.numpy(), (prev + detail).numpy(), atol=1e-6)
+    assert abs(0.123456 - float(tf.cast(tf.constant(0.123456, tf.bfloat16), tf.float32))) > 1e-5
+
+
+def test_one_trace_serves_every_scale_of_a_width(rocket):
+    """Scales of one width reuse one traced iteration: shapes are arguments, not constants."""
+    config = TrainConfig(max_size=64, iters=4)
+    geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
+    reals = build_pyramid(rocket, geometry)
+    step, path = TrainStep(config, 32, "float32"), RandomPath()
+    for n, size in enumerate(geometry.sizes):
+        prev = tf.zeros((1, *size, 3))
+        ScaleTrainer(config, n, ScaleData.of(n, reals[n], (prev, prev), 0.1), step, path).run(0, 2)
+        path.append(build_generator(32), 0.1, size)
+    assert len(geometry.sizes) == 3
+    assert step._iteration.experimental_get_tracing_count() == 1
+
+
+def test_fused_adam_is_keras_adam():
+    import keras
+
+    from singan_tf.training import FusedAdam
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 3, 2, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)]
+    results = []
+    for cls in (keras.optimizers.Adam, FusedAdam):
+        variables = [keras.Variable(v) for v in start]
+        opt = cls(5e-4, beta_1=0.5, beta_2=0.999)
+        opt.build(variables)
+        for k in range(5):
+            grads = [tf.constant(np.sin(v * (k + 1)), tf.float32) for v in start]
+            opt.apply(grads, variables)
+        results.append([v.numpy() for v in variables] + [int(opt.iterations.numpy())])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(results[1][0], start[0])
 
 
 def test_loss_scale_skips_overflow_and_grows():
@@ -276,24 +282,3 @@ def test_loss_scale_skips_overflow_and_grows():
     assert float(ls.scale.numpy()) == 4.0 and int(ls.good_steps.numpy()) == 1
     step(tf.constant(1.0))
     assert float(ls.scale.numpy()) == 8.0 and int(ls.good_steps.numpy()) == 0
-
-
-def test_auto_precision_follows_the_hardware(monkeypatch, tmp_path):
-    from singan_tf import training
-
-    monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind: [])
-    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert training.resolve_precision("auto") == "mixed_bfloat16"
-    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx2", "fma"})
-    assert training.resolve_precision("auto") == "float32"
-    assert training.resolve_precision("mixed_float16") == "mixed_float16"  # explicit choices stand
-    for capability, want in [((8, 6), "mixed_bfloat16"), ((7, 5), "mixed_float16"), ((6, 1), "float32")]:
-        monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind: ["gpu0"])
-        details = {"compute_capability": capability}
-        monkeypatch.setattr(training.tf.config.experimental, "get_device_details", lambda d, x=details: x)
-        assert training.resolve_precision("auto") == want
-    # This machine's own flags parse, and auto resolves to a concrete precision.
-    monkeypatch.undo()
-    if Path("/proc/cpuinfo").is_file():
-        assert {"sse2", "fpu"} & training._cpu_flags() or "fp" in training._cpu_flags()
-    assert training.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")

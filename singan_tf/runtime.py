@@ -1,0 +1,704 @@
+"""How training runs on this machine: precision, CPU thread pools, XLA, memory.
+
+None of these choices changes the algorithm; they change its speed (and,
+for precision, the rounding of the convolutions). Each has a fixed form
+(``--precision float32``, ``--cpu-threads 1,2``, ``--jit off``) and an
+``auto`` form that is decided on the user's machine by timing the real
+training step, not from CPU flags:
+
+* ``Tuner`` chooses precision and XLA per scale. It times a few iterations
+  of every candidate at the scale's own geometry, within a budget (3% of
+  the run's estimated training time), and keeps the fastest. A choice
+  that would cost more than the budget to measure falls back to the prior
+  (the flag-based rule below) and says so.
+* ``choose_threads`` chooses the thread pools once per process, before
+  TensorFlow starts (pools cannot change afterwards). Its candidates are
+  measured in probe processes (``python -m singan_tf.tune``), again only
+  within the budget; the run's own in-process timings also count.
+* Every timing lands in ``TuningCache``: a JSON file in the user's cache
+  directory, keyed by the machine (CPU model, core count, TensorFlow
+  version, GPUs) and the step's geometry. A second run of the same
+  geometry on the same machine decides without measuring.
+
+Every decision is logged in one line and recorded per scale in the run
+directory (``pyramid.json``: ``runtime``); a resumed scale keeps its
+recorded precision. ``--deterministic`` fixes every choice: float32,
+the prior thread pools, no XLA, nothing measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from singan_tf.config import TrainConfig
+from singan_tf.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+SHORT_PRECISION = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+
+
+# -- the machine ----------------------------------------------------------------
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def core_count() -> int:
+    """Cores this process may run on (its affinity mask, not the whole machine)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gpu_devices() -> list:
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def gpu_capability(gpu) -> tuple[int, int]:
+    import tensorflow as tf
+
+    return tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0))
+
+
+def machine_key() -> str:
+    """What the cached timings are valid for: CPU model, cores, TensorFlow version, GPUs."""
+    import tensorflow as tf
+
+    gpus = ",".join(
+        tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpu_devices()
+    )
+    return f"{cpu_model()} | {core_count()} cores | TensorFlow {tf.__version__} | GPU: {gpus or 'none'}"
+
+
+# -- precision ------------------------------------------------------------------
+def precision_candidates() -> list[str]:
+    """What ``--precision auto`` chooses from here: float32 and the reduced precisions
+    this device computes natively (emulated bfloat16 is never faster, so it is not tried)."""
+    gpus = gpu_devices()
+    if gpus:
+        capability = gpu_capability(gpus[0])
+        return (
+            ["float32"]
+            + (["mixed_bfloat16"] if capability >= (8, 0) else [])
+            + (["mixed_float16"] if capability >= (7, 0) else [])
+        )
+    return ["float32"] + (["mixed_bfloat16"] if cpu_flags() & {"avx512_bf16", "amx_bf16"} else [])
+
+
+def prior_precision() -> str:
+    """The flag-based guess, used where nothing was measured: bfloat16 on GPUs of compute
+    capability 8.0+ and CPUs with bfloat16 dot products, float16 on GPUs of 7.x, else float32."""
+    gpus = gpu_devices()
+    if gpus:
+        capability = gpu_capability(gpus[0])
+        if capability >= (8, 0):
+            return "mixed_bfloat16"
+        return "mixed_float16" if capability >= (7, 0) else "float32"
+    return "mixed_bfloat16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def resolve_precision(precision: str) -> str:
+    """A concrete precision: ``auto`` becomes the prior (where no timing decides)."""
+    return prior_precision() if precision == "auto" else precision
+
+
+def dtype_policy(precision: str) -> str | None:
+    """The Keras dtype policy of a precision (None: Keras' default, float32)."""
+    precision = resolve_precision(precision)
+    return None if precision == "float32" else precision
+
+
+# -- CPU thread pools -----------------------------------------------------------
+# On a few CPU cores most of the training step's ops are small (a 3x3 conv
+# over a 32-channel map takes well under a millisecond), and splitting each
+# across the cores costs more in synchronisation than it gains; one thread
+# per op, with the independent ops (the critic's real, fake and gradient
+# penalty passes) side by side, is the prior there. Elsewhere TensorFlow's
+# own pools are. Measurements decide between them (``choose_threads``).
+SMALL_CPU_CORES = 4
+
+ThreadPlan = tuple[int, int] | None  # (intra-op, inter-op) threads; None: TensorFlow's pools
+
+
+def thread_label(plan: ThreadPlan) -> str:
+    return "tf" if plan is None else f"{plan[0]},{plan[1]}"
+
+
+def describe_threads(plan: ThreadPlan) -> str:
+    if plan is None:
+        return "TensorFlow's pools"
+    return f"{plan[0]} per op, up to {plan[1]} ops at a time"
+
+
+def thread_candidates(cores: int, gpus: int) -> list[ThreadPlan]:
+    """The plans ``--cpu-threads auto`` chooses from, prior first."""
+    if gpus:
+        return [None]
+    one_per_op: ThreadPlan = (1, max(cores, 1))
+    return [one_per_op, None] if cores <= SMALL_CPU_CORES else [None, one_per_op]
+
+
+def thread_plan(setting: str, cores: int, gpus: int) -> ThreadPlan:
+    """The plan of a ``--cpu-threads`` value; ``auto`` gives the prior (unmeasured) plan."""
+    if setting == "tf":
+        return None
+    if setting == "auto":
+        return thread_candidates(cores, gpus)[0]
+    try:
+        intra, inter = (int(v) for v in setting.split(","))
+    except ValueError:
+        intra = inter = 0
+    if intra < 1 or inter < 1:
+        raise ConfigError(f"--cpu-threads must be auto, tf or INTRA,INTER (two counts), not {setting!r}")
+    return intra, inter
+
+
+def check_thread_setting(setting: str) -> None:
+    """Reject a malformed ``--cpu-threads`` before anything is loaded."""
+    thread_plan(setting, 1, 0)
+
+
+def apply_thread_plan(plan: ThreadPlan) -> bool:
+    """Set this process's pools; call before TensorFlow runs its first op. False if too late."""
+    if plan is None:
+        return True
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(plan[0])
+        tf.config.threading.set_inter_op_parallelism_threads(plan[1])
+    except RuntimeError:  # TensorFlow already started in this process
+        log.debug("CPU threads: TensorFlow is already running; its thread pools stay as they are")
+        return False
+    return True
+
+
+def active_thread_plan() -> ThreadPlan:
+    """The pools this process runs with (None: TensorFlow's defaults)."""
+    import tensorflow as tf
+
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    return None if intra == 0 and inter == 0 else (intra, inter)
+
+
+def configure_threads(setting: str = "auto") -> ThreadPlan:
+    """Apply the plan of ``setting`` (``auto``: the prior) without measuring.
+
+    For training from Python: call before TensorFlow runs its first op.
+    ``choose_threads`` is the measured form the CLI uses.
+    """
+    plan = thread_plan(setting, core_count(), len(gpu_devices()))
+    if not apply_thread_plan(plan):
+        return active_thread_plan()
+    log.debug("CPU threads: %s", describe_threads(plan))
+    return plan
+
+
+# -- XLA --------------------------------------------------------------------------
+# XLA fuses the many small ops of the coarse scales but compiles once per
+# scale shape (seconds); its CPU program is one op to TensorFlow's executor,
+# so with one thread per op it runs on one core.
+XLA_MAX_PIXELS = 40 * 40
+XLA_MIN_ITERS = 1000
+
+
+def xla_prior(config: TrainConfig, size: tuple[int, int], iters: int, plan: ThreadPlan) -> bool:
+    """XLA where nothing is measured: ``--jit on``; with ``auto``, small maps that train long
+    enough to repay the compile time, unless each op has a single thread."""
+    if config.jit_compile != "auto" or config.deterministic:
+        return config.jit_compile == "on"
+    one_thread = plan is not None and plan[0] == 1
+    return size[0] * size[1] <= XLA_MAX_PIXELS and iters >= XLA_MIN_ITERS and not one_thread
+
+
+# -- graph optimisation ------------------------------------------------------------
+@contextlib.contextmanager
+def training_graph_options():
+    """TensorFlow's graph optimiser (grappler) off while training on a CPU-only machine.
+
+    On 2 CPU cores it spent 1.5-2 s optimising each traced training step
+    and the step ran no faster for it (bench/README.md, "Tracing"); on a
+    GPU it stays on (its layout and fusion passes matter there). Functions
+    first called inside keep their setting; the previous one is restored.
+    """
+    import tensorflow as tf
+
+    if gpu_devices():
+        yield
+        return
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+# -- memory -----------------------------------------------------------------------
+# Bytes per activation element held during one iteration at the finest scale,
+# relative to one forward pass's activations (GP double backward, Adam, BN
+# saves); calibrated with bench/train_speed.py's peak RSS.
+ACTIVATION_FACTOR = 30
+RUNTIME_BASE_BYTES = 900 * 2**20  # TensorFlow + Keras resident before training
+
+
+def estimate_memory(config: TrainConfig, geometry) -> int:
+    """Rough peak resident memory of training, in bytes (dominated by the finest scale)."""
+    peak = 0
+    for n, (h, w) in enumerate(geometry.sizes):
+        ch = config.channels(n)
+        k = config.kernel_size - 1
+        per_pass = sum(
+            (h + k * (config.num_layers - i)) * (w + k * (config.num_layers - i))
+            for i in range(config.num_layers)
+        )
+        peak = max(peak, per_pass * ch * 4 * ACTIVATION_FACTOR)
+    return RUNTIME_BASE_BYTES + peak
+
+
+def available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(config: TrainConfig, geometry) -> None:
+    """Say the estimate; refuse sizes that clearly cannot fit in memory."""
+    need, have = estimate_memory(config, geometry), available_memory()
+    gib = 2**30
+    log.info(
+        "estimated peak memory %.1f GiB%s", need / gib, f" ({have / gib:.1f} GiB available)" if have else ""
+    )
+    if have is not None and need > 1.5 * have:
+        raise ConfigError(
+            f"training at max size {config.max_size} needs about {need / gib:.1f} GiB, but only "
+            f"{have / gib:.1f} GiB is available; lower --max-size"
+        )
+
+
+# -- the cost model -----------------------------------------------------------------
+def conv_flops(h: int, w: int, channels: int, num_layers: int = 5, k: int = 3, out_last: int = 3, pad=True):
+    """FLOPs (2 per multiply-add) of one forward pass of a net of valid convs on h x w.
+
+    With ``pad`` (the generator) the input is h+10 x w+10, so the output is h x w;
+    without (the critic) the input is h x w.
+    """
+    total = 0
+    cin = 3
+    size_h, size_w = (h + (k - 1) * num_layers, w + (k - 1) * num_layers) if pad else (h, w)
+    for i in range(num_layers):
+        cout = out_last if i == num_layers - 1 else channels
+        size_h, size_w = size_h - (k - 1), size_w - (k - 1)
+        total += 2 * k * k * cin * cout * max(size_h, 0) * max(size_w, 0)
+        cin = cout
+    return total
+
+
+def iteration_flops(config: TrainConfig, sizes: Sequence[tuple[int, int]], scale: int) -> int:
+    """Convolution FLOPs of one training iteration at ``scale`` (backward ~ 2x forward).
+
+    Per critic step: G forward (the fake), D forward + backward on real and
+    fake, and on the GP's steps the GP (D forward and double backward, ~3 D
+    passes). Per generator step: G forward + backward twice (fake and
+    reconstruction) and D forward + backward on the fake. Plus one forward
+    pass of every frozen coarser generator (the random ``prev``).
+    """
+    h, w = sizes[scale]
+    ch = config.channels(scale)
+    g = conv_flops(h, w, ch, config.num_layers, config.kernel_size, 3, pad=True)
+    d = conv_flops(h, w, ch, config.num_layers, config.kernel_size, 1, pad=False)
+    prev = sum(
+        conv_flops(*sizes[m], config.channels(m), config.num_layers, config.kernel_size, 3, pad=True)
+        for m in range(scale)
+    )
+    return (
+        config.critic_steps * (g + 3 * d * 2)
+        + len(config.gp_steps) * 3 * d
+        + config.generator_steps * (2 * 3 * g + 3 * d)
+        + prev
+    )
+
+
+# -- the cache of timings -------------------------------------------------------------
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """``$SINGAN_TF_CACHE_DIR``, else ``$XDG_CACHE_HOME/singan-tf``, else ``~/.cache/singan-tf``."""
+    if os.environ.get("SINGAN_TF_CACHE_DIR"):
+        return Path(os.environ["SINGAN_TF_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "singan-tf"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Measured cost of one candidate at one scale."""
+
+    ms_per_iter: float
+    first_call_s: float  # the first iteration: tracing, graph optimisation, first kernels
+    timed_iters: int
+
+    def to_dict(self) -> dict:
+        return {
+            "ms_per_iter": round(self.ms_per_iter, 3),
+            "first_call_s": round(self.first_call_s, 3),
+            "timed_iters": self.timed_iters,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Timing:
+        return cls(float(data["ms_per_iter"]), float(data["first_call_s"]), int(data["timed_iters"]))
+
+
+class TuningCache:
+    """Timings of this machine, one JSON file shared by all runs (``cache_dir()/tuning.json``).
+
+    Writes merge with what is on disk and replace the file atomically, so
+    concurrent runs lose at most each other's newest entries. A cache that
+    cannot be read or written is ignored (timings then live in memory only).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, machine: str | None = None):
+        self.path = Path(path) if path else cache_dir() / "tuning.json"
+        self.machine = machine or machine_key()
+        self._entries: dict[str, dict] = self._read().get(self.machine, {})
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+            return {}
+        machines = data.get("machines")
+        return machines if isinstance(machines, dict) else {}
+
+    def get(self, key: str) -> Timing | None:
+        entry = self._entries.get(key)
+        try:
+            return Timing.from_dict(entry) if entry else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def put(self, key: str, timing: Timing) -> None:
+        self._entries[key] = timing.to_dict()
+        machines = self._read()
+        machines.setdefault(self.machine, {})[key] = timing.to_dict()
+        try:
+            from singan_tf.images import atomic_write_bytes
+
+            data = {"format": CACHE_FORMAT, "machines": machines}
+            atomic_write_bytes(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+        except OSError as err:
+            log.debug("tuning cache %s not written: %s", self.path, err)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """How one scale's training step runs."""
+
+    precision: str
+    xla: bool
+
+    @property
+    def label(self) -> str:
+        return SHORT_PRECISION[self.precision] + (" XLA" if self.xla else "")
+
+
+def timing_key(
+    config: TrainConfig, sizes: Sequence[tuple[int, int]], scale: int, choice: Choice, plan: ThreadPlan
+) -> str:
+    """The cache key of a timing: everything the step's speed depends on.
+
+    The scale's size and width, a digest of the frozen coarser pyramid
+    (its sizes and widths: the random path runs through it every
+    iteration), the step's structure, the candidate and the thread pools.
+    """
+    h, w = sizes[scale]
+    frozen = [(*sizes[m], config.channels(m)) for m in range(scale)]
+    digest = hashlib.sha1(json.dumps(frozen).encode()).hexdigest()[:10]
+    step = (
+        f"{config.critic_steps}c{config.generator_steps}g{len(config.gp_steps)}gp"
+        f"{config.num_layers}x{config.kernel_size}"
+    )
+    return (
+        f"{h}x{w}x{config.channels(scale)} frozen={digest} step={step} "
+        f"{choice.precision} xla={int(choice.xla)} threads={thread_label(plan)}"
+    )
+
+
+@dataclasses.dataclass
+class Decision:
+    """The runtime of one scale, as recorded in the run directory."""
+
+    choice: Choice
+    source: str  # measured | cache | fixed | prior | recorded
+    timings: dict[str, Timing] = dataclasses.field(default_factory=dict)  # by Choice.label
+    tuning_s: float = 0.0
+    note: str = ""
+
+    def to_dict(self, plan: ThreadPlan) -> dict:
+        return {
+            "precision": self.choice.precision,
+            "xla": self.choice.xla,
+            "threads": thread_label(plan),
+            "source": self.source,
+            "ms_per_iter": {k: round(t.ms_per_iter, 2) for k, t in self.timings.items()},
+            "tuning_s": round(self.tuning_s, 2),
+        }
+
+    def describe(self) -> str:
+        """One log line: the choice, where it came from, the evidence."""
+        evidence = ", ".join(f"{k} {t.ms_per_iter:.0f}" for k, t in self.timings.items())
+        why = {
+            "measured": f"measured in {self.tuning_s:.1f} s",
+            "cache": "cached timings",
+            "fixed": "as asked",
+            "prior": "prior, not measured",
+            "recorded": "recorded for this scale",
+        }[self.source]
+        text = f"{self.choice.label} ({why}"
+        if evidence:
+            text += f"; ms/iteration: {evidence}"
+        return text + (f"; {self.note}" if self.note else "") + ")"
+
+
+# Measuring a candidate: one iteration to warm up (its first call traces the
+# step unless that width and precision was traced already), then a few timed.
+WARMUP_ITERS = 1
+TIMED_ITERS = 3
+DEFAULT_BUDGET = 0.03  # of the run's estimated training time
+FIRST_CALL_S = 2.0  # guess for a trace not seen yet
+XLA_FIRST_CALL_S = 8.0  # XLA compiles once per shape
+ASSUMED_GFLOPS = 100.0  # throughput guess until the first timing
+
+
+class Tuner:
+    """Per-scale precision and XLA for one run (``--precision auto``, ``--jit auto``).
+
+    ``decide`` looks the candidates up in the cache, measures the missing
+    ones while the budget lasts (``measure(choice, timed_iters)`` runs real
+    training iterations and returns a ``Timing``), and picks the fastest.
+    The budget is ``budget`` times the run's estimated training time, from
+    the analytic cost model at the throughput measured so far.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        sizes: Sequence[tuple[int, int]],
+        plan: ThreadPlan,
+        cache: TuningCache | None,
+        budget: float = DEFAULT_BUDGET,
+    ):
+        self.config = config
+        self.sizes = list(sizes)
+        self.plan = plan
+        self.cache = cache
+        self.budget = budget
+        self.spent_s = 0.0
+        self.gflops = ASSUMED_GFLOPS
+        self._rates: list[float] = []
+        self.traced: set[tuple[int, Choice]] = set()  # (channels, choice) whose step exists
+
+    # The candidates and the prior.
+    def prior(self, scale: int) -> Choice:
+        precision = "float32" if self.config.deterministic else resolve_precision(self.config.precision)
+        return Choice(precision, xla_prior(self.config, self.sizes[scale], self.iters(scale), self.plan))
+
+    def candidates(self, scale: int) -> list[Choice]:
+        """Prior first; a single candidate means nothing to decide."""
+        config = self.config
+        prior = self.prior(scale)
+        if config.deterministic:
+            return [prior]
+        precisions = precision_candidates() if config.precision == "auto" else [config.precision]
+        # XLA is worth trying only where it can use the cores (not with one thread per op).
+        xla_useful = self.plan is None or self.plan[0] > 1 or bool(gpu_devices())
+        xlas = [False, True] if config.jit_compile == "auto" and xla_useful else [prior.xla]
+        choices = [Choice(p, x) for x in xlas for p in precisions]
+        return [prior] + [c for c in choices if c != prior]
+
+    def iters(self, scale: int) -> int:
+        return self.config.scale_iters(scale)
+
+    # The budget.
+    def estimate_s(self, scale: int) -> float:
+        """Estimated seconds of one iteration at ``scale``."""
+        return iteration_flops(self.config, self.sizes, scale) / (self.gflops * 1e9)
+
+    def run_estimate_s(self) -> float:
+        return sum(self.iters(n) * self.estimate_s(n) for n in range(len(self.sizes)))
+
+    def _cost_s(self, scale: int, channels: int, choice: Choice) -> float:
+        first = 0.0
+        if (channels, choice) not in self.traced:
+            first = XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S
+        elif choice.xla:  # XLA compiles again for every new shape
+            first = XLA_FIRST_CALL_S
+        return first + (WARMUP_ITERS + TIMED_ITERS) * self.estimate_s(scale)
+
+    def _record_rate(self, scale: int, timing: Timing) -> None:
+        self._rates.append(iteration_flops(self.config, self.sizes, scale) / (timing.ms_per_iter * 1e6))
+        self.gflops = max(self._rates)
+
+    def key(self, scale: int, choice: Choice) -> str:
+        return timing_key(self.config, self.sizes, scale, choice, self.plan)
+
+    # The decision.
+    def decide(
+        self, scale: int, measure: Callable[[Choice, int], Timing], measure_allowed: bool = True
+    ) -> Decision:
+        candidates = self.candidates(scale)
+        if len(candidates) == 1:
+            fixed = self.config.precision != "auto" and self.config.jit_compile != "auto"
+            return Decision(candidates[0], "fixed" if fixed else "prior")
+        channels = self.config.channels(scale)
+        timings: dict[Choice, Timing] = {}
+        for choice in candidates:
+            cached = self.cache.get(self.key(scale, choice)) if self.cache is not None else None
+            if cached:
+                timings[choice] = cached
+                self._record_rate(scale, cached)
+        from_cache = set(timings)
+        missing = [c for c in candidates if c not in timings]
+        spent = need = 0.0
+        skipped = []
+        if missing and measure_allowed:
+            budget = self.budget * self.run_estimate_s()
+            # Measure only if the whole missing set fits: a lone measured prior decides nothing.
+            need = sum(self._cost_s(scale, channels, c) for c in missing)
+            if self.spent_s + need <= budget or len(missing) < len(candidates):
+                for choice in missing:
+                    if self.spent_s + self._cost_s(scale, channels, choice) > budget and timings:
+                        skipped.append(choice)
+                        continue
+                    timing = measure(choice, TIMED_ITERS)
+                    self.traced.add((channels, choice))
+                    cost = timing.first_call_s + timing.ms_per_iter * (TIMED_ITERS + WARMUP_ITERS - 1) / 1e3
+                    spent += cost
+                    self.spent_s += cost
+                    timings[choice] = timing
+                    self._record_rate(scale, timing)
+                    if self.cache is not None:
+                        self.cache.put(self.key(scale, choice), timing)
+            else:
+                skipped = missing
+        elif missing:
+            skipped = missing
+        labelled = {c.label: t for c, t in sorted(timings.items(), key=lambda kv: kv[1].ms_per_iter)}
+        if not timings:
+            note = f"measuring would take ~{need:.0f} s, over the budget" if measure_allowed else ""
+            return Decision(candidates[0], "prior", note=note)
+        best = min(timings, key=lambda c: timings[c].ms_per_iter)
+        note = f"not measured: {', '.join(c.label for c in skipped)} (budget)" if skipped else ""
+        source = "cache" if set(timings) <= from_cache else "measured"
+        return Decision(best, source, labelled, spent, note)
+
+
+# -- thread pools, decided before TensorFlow starts ----------------------------------------
+def predicted_run_s(
+    config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: ThreadPlan, cache: TuningCache
+) -> float | None:
+    """Training time of a run under ``plan`` from cached timings (None if any scale lacks one)."""
+    tuner = Tuner(config, sizes, plan, cache)
+    total = 0.0
+    for n in range(len(sizes)):
+        times = [cache.get(tuner.key(n, c)) for c in tuner.candidates(n)]
+        known = [t.ms_per_iter for t in times if t]
+        if not known:
+            return None
+        total += min(known) * config.scale_iters(n) / 1e3
+    return total
+
+
+PROBE_START_S = 4.0  # a probe process: interpreter, TensorFlow import, first trace
+
+
+def probe_cost_s(config: TrainConfig, sizes: Sequence[tuple[int, int]]) -> float:
+    """Estimated seconds of one probe process timing every scale's candidates."""
+    tuner = Tuner(config, sizes, None, None)
+    per_width = {config.channels(n) for n in range(len(sizes))}
+    precisions = len(precision_candidates()) if config.precision == "auto" else 1
+    timed = sum(tuner.estimate_s(n) for n in range(len(sizes))) * (WARMUP_ITERS + TIMED_ITERS)
+    return PROBE_START_S + precisions * (len(per_width) * FIRST_CALL_S + timed)
+
+
+def choose_threads(
+    setting: str,
+    config: TrainConfig,
+    sizes: Sequence[tuple[int, int]],
+    cache: TuningCache | None,
+    probe: Callable[[ThreadPlan], None] | None = None,
+    budget: float = DEFAULT_BUDGET,
+) -> tuple[ThreadPlan, str]:
+    """The thread pools for a run, and why (one log line's worth).
+
+    ``setting`` other than ``auto`` is taken as it is. ``auto``: the plan
+    with the shortest predicted training time from cached timings; plans
+    without them are first measured by ``probe(plan)`` (a probe process
+    that fills the cache) if all the missing probes fit in the budget;
+    otherwise the prior plan.
+    """
+    cores, gpus = core_count(), len(gpu_devices())
+    if setting != "auto":
+        return thread_plan(setting, cores, gpus), "as asked"
+    candidates = thread_candidates(cores, gpus)
+    if config.deterministic or len(candidates) == 1 or cache is None:
+        return candidates[0], "prior" if len(candidates) > 1 else "the only candidate"
+    predicted = {thread_label(p): predicted_run_s(config, sizes, p, cache) for p in candidates}
+    missing = [p for p in candidates if predicted[thread_label(p)] is None]
+    probed = False
+    if missing and probe is not None:
+        tuner = Tuner(config, sizes, candidates[0], cache)
+        cost = len(missing) * probe_cost_s(config, sizes)
+        if cost <= budget * tuner.run_estimate_s():
+            for plan in missing:
+                probe(plan)
+            cache = TuningCache(cache.path, cache.machine)  # re-read what the probes wrote
+            predicted = {thread_label(p): predicted_run_s(config, sizes, p, cache) for p in candidates}
+            probed = True
+        else:
+            return candidates[0], f"prior; probing would take ~{cost:.0f} s, over the budget"
+    known = {p: predicted[thread_label(p)] for p in candidates if predicted[thread_label(p)] is not None}
+    if len(known) < len(candidates):
+        return candidates[0], "prior; not every plan could be measured"
+    best = min(known, key=lambda p: known[p])
+    evidence = ", ".join(f"{describe_threads(p)} {known[p]:.0f} s" for p in candidates)
+    return best, f"{'measured' if probed else 'cached timings'}; predicted training: {evidence}"

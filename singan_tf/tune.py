@@ -1,0 +1,213 @@
+"""``python -m singan_tf.tune [IMAGE] [train options]``: what ``auto`` chooses here, measured.
+
+Times the real training step at every scale of the pyramid that
+``python -m singan_tf.train`` with the same options would build, for every
+candidate ``auto`` chooses from (thread pools, precision, XLA), stores the
+timings in the tuning cache and prints them with the choices. A training
+run of that geometry on this machine then decides without measuring.
+
+The same timing runs as the probe ``--cpu-threads auto`` starts in a
+separate process for a thread plan it has no timings of (a process's
+thread pools are fixed once TensorFlow starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from singan_tf import runtime
+from singan_tf.config import TrainConfig
+from singan_tf.runtime import ThreadPlan, Timing, TuningCache
+
+log = logging.getLogger(__name__)
+
+
+def time_geometry(
+    config: TrainConfig,
+    geometry,
+    cache: TuningCache | None,
+    scales: Sequence[int] | None = None,
+    timed: int = runtime.TIMED_ITERS,
+    reuse: bool = True,
+) -> list[dict]:
+    """Time every candidate at every scale (or ``scales``) in this process's thread pools.
+
+    The training step runs on a random image of the geometry's working size
+    and a random frozen coarser pyramid: its speed does not depend on the
+    data. Timings go to ``cache`` (and are taken from it with ``reuse``).
+    Returns one row per scale and candidate.
+    """
+    import tensorflow as tf
+
+    from singan_tf.models import build_generator
+    from singan_tf.pyramid import build_pyramid
+    from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, StepCache
+
+    plan = runtime.active_thread_plan()
+    tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
+    rng = np.random.default_rng(0)
+    reals = build_pyramid(rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32), geometry)
+    steps, path, rows = StepCache(config), RandomPath(), []
+    with runtime.training_graph_options():
+        for n, size in enumerate(geometry.sizes):
+            ch = config.channels(n)
+            if scales is None or n in scales:
+                zeros = tf.zeros((1, *size, 3))
+                data = ScaleData.of(n, reals[n], (zeros, zeros), 0.1)
+                for choice in tuner.candidates(n):
+                    key = tuner.key(n, choice)
+                    timing = cache.get(key) if cache is not None and reuse else None
+                    if timing is None:
+                        timing = ScaleTrainer(config, n, data, steps.get(ch, choice), path).time(timed)
+                        if cache is not None:
+                            cache.put(key, timing)
+                    rows.append(_row(config, geometry.sizes, n, choice, plan, timing))
+            frozen = build_generator(ch, config.num_layers, config.kernel_size)
+            path.append(frozen, 1.0 if n == 0 else 0.1, size)
+    return rows
+
+
+def _row(config, sizes, scale: int, choice: runtime.Choice, plan: ThreadPlan, timing: Timing) -> dict:
+    flops = runtime.iteration_flops(config, sizes, scale)
+    return {
+        "scale": scale,
+        "size": list(sizes[scale]),
+        "channels": config.channels(scale),
+        "threads": runtime.thread_label(plan),
+        "precision": choice.precision,
+        "xla": choice.xla,
+        **timing.to_dict(),
+        "gflop_per_iter": round(flops / 1e9, 3),
+        "achieved_gflops": round(flops / (timing.ms_per_iter * 1e6), 1),
+    }
+
+
+def probe(config: TrainConfig, geometry, plan: ThreadPlan) -> None:
+    """Time every scale's candidates under ``plan`` in a probe process (fills the cache)."""
+    command = [
+        sys.executable,
+        "-m",
+        "singan_tf.tune",
+        "--probe",
+        runtime.thread_label(plan),
+        "--probe-config",
+        config.to_json(),
+        "--probe-geometry",
+        json.dumps(geometry.to_dict()),
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    log.debug("probing CPU threads %s", runtime.describe_threads(plan))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        log.warning("the probe of CPU threads %s failed: %s", runtime.thread_label(plan), tail)
+
+
+def configure_threads(setting: str, config: TrainConfig, geometry) -> ThreadPlan:
+    """Choose (``runtime.choose_threads``, probing when needed) and apply the thread pools for
+    training ``geometry``; logs the decision. Call before TensorFlow runs its first op."""
+    auto = setting == "auto" and not config.deterministic
+    cache = TuningCache() if auto else None
+    plan, why = runtime.choose_threads(
+        setting, config, geometry.sizes, cache, probe=lambda p: probe(config, geometry, p)
+    )
+    if runtime.apply_thread_plan(plan):
+        log.info("CPU threads: %s (%s)", runtime.describe_threads(plan), why)
+        return plan
+    return runtime.active_thread_plan()
+
+
+def _run_probe(args: argparse.Namespace) -> int:
+    from singan_tf.pyramid import PyramidGeometry
+
+    config = TrainConfig.from_dict(json.loads(args.probe_config))
+    geometry = PyramidGeometry.from_dict(json.loads(args.probe_geometry))
+    runtime.apply_thread_plan(runtime.thread_plan(args.probe, runtime.core_count(), 0))
+    time_geometry(config, geometry, TuningCache())
+    return 0
+
+
+def table(rows: list[dict]) -> str:
+    """ms per iteration by scale (rows) and thread plan / candidate (columns), as Markdown."""
+    columns = sorted({(r["threads"], r["precision"], r["xla"]) for r in rows})
+    header = ["scale", "size", "ch"] + [
+        f"{runtime.describe_threads(None if t == 'tf' else tuple(map(int, t.split(','))))}: "
+        f"{runtime.Choice(p, x).label}"
+        for t, p, x in columns
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for scale in sorted({r["scale"] for r in rows}):
+        cells = {(r["threads"], r["precision"], r["xla"]): r for r in rows if r["scale"] == scale}
+        first = next(iter(cells.values()))
+        values = [f"{cells[c]['ms_per_iter']:.1f}" if c in cells else "" for c in columns]
+        lines.append(
+            f"| {scale} | {first['size'][0]}x{first['size'][1]} | {first['channels']} | "
+            + " | ".join(values)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from singan_tf.cli import add_config_arguments
+
+    p.add_argument("image", nargs="?", help="training image (default: the bundled rocket.jpg)")
+    add_config_arguments(p)
+    for name in ("--probe", "--probe-config", "--probe-geometry"):  # the probe process's own
+        p.add_argument(name, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time every candidate of the options' geometry, then print the timings and the choices."""
+    if args.probe:
+        return _run_probe(args)
+    from pathlib import Path
+
+    from singan_tf.cli import config_from_args, new_geometry
+    from singan_tf.images import bundled_image, load_image
+
+    config = config_from_args(args)
+    runtime.check_thread_setting(args.cpu_threads)
+    path = Path(args.image) if args.image else bundled_image()
+    geometry = new_geometry(config, load_image(path), path.name)
+    cores, gpus = runtime.core_count(), len(runtime.gpu_devices())
+    plans = (
+        runtime.thread_candidates(cores, gpus)
+        if args.cpu_threads == "auto"
+        else [runtime.thread_plan(args.cpu_threads, cores, gpus)]
+    )
+    for plan in plans:
+        log.info("timing every scale with CPU threads: %s", runtime.describe_threads(plan))
+        probe(config, geometry, plan)
+    cache = TuningCache()
+    plan, why = runtime.choose_threads(args.cpu_threads, config, geometry.sizes, cache)
+    rows = []
+    for each in plans:
+        tuner = runtime.Tuner(config, geometry.sizes, each, cache)
+        for n in range(geometry.num_scales):
+            for choice in tuner.candidates(n):
+                timing = cache.get(tuner.key(n, choice))
+                if timing:
+                    rows.append(_row(config, geometry.sizes, n, choice, each, timing))
+    print(table(rows))
+    print(f"\nCPU threads: {runtime.describe_threads(plan)} ({why})")
+    tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
+    for n in range(geometry.num_scales):
+        decision = tuner.decide(n, measure=None, measure_allowed=False)
+        print(f"scale {n}: {decision.describe()}")
+    log.info("timings cached in %s", cache.path)
+    return 0
+
+
+if __name__ == "__main__":
+    from singan_tf.cli import command_main
+
+    sys.exit(command_main("tune"))

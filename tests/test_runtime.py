@@ -1,0 +1,289 @@
+"""The runtime choices: priors, the tuning cache, the tuner's decisions, the thread pools."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from singan_tf import runtime
+from singan_tf.config import TrainConfig
+from singan_tf.errors import ConfigError
+from singan_tf.runtime import Choice, Timing, Tuner, TuningCache
+
+SIZES = [(25, 34), (33, 43), (42, 56)]
+F32, BF16 = Choice("float32", False), Choice("mixed_bfloat16", False)
+
+
+@pytest.fixture
+def two_precisions(monkeypatch):
+    """A machine where auto chooses between float32 and bfloat16, with bfloat16 the prior."""
+    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32", "mixed_bfloat16"])
+    monkeypatch.setattr(runtime, "prior_precision", lambda: "mixed_bfloat16")
+
+
+def test_thread_plans():
+    # the prior: one thread per op, one op per core, on CPU-only machines with up to 4 cores
+    assert runtime.thread_plan("auto", cores=2, gpus=0) == (1, 2)
+    assert runtime.thread_plan("auto", cores=4, gpus=0) == (1, 4)
+    assert runtime.thread_plan("auto", cores=16, gpus=0) is None  # TensorFlow's pools
+    assert runtime.thread_plan("auto", cores=2, gpus=1) is None
+    assert runtime.thread_plan("tf", cores=2, gpus=0) is None
+    assert runtime.thread_plan("2,1", cores=2, gpus=0) == (2, 1)
+    assert runtime.thread_candidates(2, 0) == [(1, 2), None]
+    assert runtime.thread_candidates(16, 0) == [None, (1, 16)]
+    assert runtime.thread_candidates(2, 1) == [None]
+    for bad in ("two", "1", "0,2", "1,2,3", "-1,2"):
+        with pytest.raises(ConfigError, match="--cpu-threads"):
+            runtime.thread_plan(bad, cores=2, gpus=0)
+
+
+def test_xla_prior():
+    pools = None  # TensorFlow's pools: XLA can use every core
+    assert runtime.xla_prior(TrainConfig(), (25, 34), 2000, pools)
+    assert not runtime.xla_prior(TrainConfig(), (186, 248), 2000, pools)
+    assert not runtime.xla_prior(TrainConfig(), (25, 34), 400, pools)  # compile time would not pay off
+    assert runtime.xla_prior(TrainConfig(jit_compile="on"), (186, 248), 10, pools)
+    assert not runtime.xla_prior(TrainConfig(jit_compile="off"), (25, 34), 2000, pools)
+    # One thread per op: XLA's single program would run on one core.
+    assert not runtime.xla_prior(TrainConfig(), (25, 34), 2000, (1, 2))
+    assert runtime.xla_prior(TrainConfig(jit_compile="on"), (25, 34), 2000, (1, 2))  # asked for explicitly
+    assert not runtime.xla_prior(TrainConfig(deterministic=True), (25, 34), 2000, pools)
+
+
+def test_precision_prior_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(runtime, "gpu_devices", lambda: [])
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert runtime.prior_precision() == "mixed_bfloat16"
+    assert runtime.precision_candidates() == ["float32", "mixed_bfloat16"]
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    assert runtime.prior_precision() == "float32"
+    assert runtime.precision_candidates() == ["float32"]  # emulated bfloat16 is never tried
+    assert runtime.resolve_precision("mixed_float16") == "mixed_float16"  # explicit choices stand
+    monkeypatch.setattr(runtime, "gpu_devices", lambda: ["gpu0"])
+    for capability, want, candidates in [
+        ((8, 6), "mixed_bfloat16", ["float32", "mixed_bfloat16", "mixed_float16"]),
+        ((7, 5), "mixed_float16", ["float32", "mixed_float16"]),
+        ((6, 1), "float32", ["float32"]),
+    ]:
+        monkeypatch.setattr(runtime, "gpu_capability", lambda gpu, c=capability: c)
+        assert runtime.prior_precision() == want
+        assert runtime.precision_candidates() == candidates
+    monkeypatch.undo()
+    assert runtime.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def test_cache_is_per_machine_and_survives_a_reload(tmp_path):
+    path = tmp_path / "tuning.json"
+    cache = TuningCache(path, machine="cpu A | 2 cores")
+    cache.put("k", Timing(12.5, 1.5, 3))
+    assert TuningCache(path, machine="cpu A | 2 cores").get("k") == Timing(12.5, 1.5, 3)
+    assert TuningCache(path, machine="cpu B | 2 cores").get("k") is None
+    TuningCache(path, machine="cpu B | 2 cores").put("k", Timing(9.0, 1.0, 3))  # merged, not replaced
+    assert TuningCache(path, machine="cpu A | 2 cores").get("k").ms_per_iter == 12.5
+    path.write_text("not json")
+    assert TuningCache(path, machine="cpu A | 2 cores").get("k") is None  # a broken cache is ignored
+    assert "cores" in runtime.machine_key() and "TensorFlow" in runtime.machine_key()
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("SINGAN_TF_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert runtime.cache_dir() == tmp_path / "singan-tf"
+    monkeypatch.setenv("SINGAN_TF_CACHE_DIR", str(tmp_path / "x"))
+    assert runtime.cache_dir() == tmp_path / "x"
+
+
+def _fake_measure(ms: dict[str, float], calls: list):
+    def measure(choice, timed):
+        calls.append(choice)
+        return Timing(ms[choice.precision], 0.5, timed)
+
+    return measure
+
+
+def test_tuner_measures_keeps_the_fastest_and_caches_it(two_precisions, tmp_path):
+    config = TrainConfig(precision="auto", jit_compile="off", iters=2000)
+    cache = TuningCache(tmp_path / "t.json", machine="m")
+    calls = []
+    tuner = Tuner(config, SIZES, (1, 2), cache, budget=0.5)
+    decision = tuner.decide(1, _fake_measure({"float32": 30.0, "mixed_bfloat16": 41.0}, calls))
+    assert decision.choice == F32 and decision.source == "measured"
+    assert calls == [BF16, F32]  # the prior first
+    assert set(decision.timings) == {"float32", "bfloat16"} and decision.tuning_s > 0
+    assert "float32 (measured in" in decision.describe() and "bfloat16 41" in decision.describe()
+    record = decision.to_dict((1, 2))
+    assert record["precision"] == "float32" and record["threads"] == "1,2" and record["source"] == "measured"
+    # A second run of the geometry decides from the cache, measuring nothing.
+    calls.clear()
+    again = Tuner(config, SIZES, (1, 2), TuningCache(tmp_path / "t.json", machine="m"), budget=0.5)
+    decision = again.decide(1, _fake_measure({}, calls))
+    assert decision.choice == F32 and decision.source == "cache" and calls == []
+    # Other thread pools, another scale: not the same timings.
+    calls.clear()
+    Tuner(config, SIZES, None, cache, budget=0.5).decide(
+        1, _fake_measure({"float32": 1, "mixed_bfloat16": 2}, calls)
+    )
+    Tuner(config, SIZES, (1, 2), cache, budget=0.5).decide(
+        2, _fake_measure({"float32": 1, "mixed_bfloat16": 2}, calls)
+    )
+    assert len(calls) == 4
+
+
+def test_tuner_stays_within_its_budget(two_precisions, tmp_path):
+    config = TrainConfig(precision="auto", jit_compile="off", iters=10)  # a few seconds of training
+    calls = []
+    tuner = Tuner(config, SIZES, (1, 2), TuningCache(tmp_path / "t.json", machine="m"))
+    decision = tuner.decide(0, _fake_measure({"float32": 1.0, "mixed_bfloat16": 2.0}, calls))
+    assert calls == [] and decision.source == "prior" and decision.choice == BF16
+    assert "over the budget" in decision.describe()
+
+
+def test_fixed_choices_are_not_measured(two_precisions, tmp_path):
+    calls = []
+    for config, want in [
+        (TrainConfig(precision="float32", jit_compile="off"), ("fixed", F32)),
+        (TrainConfig(precision="auto", deterministic=True), ("prior", F32)),  # deterministic: float32
+    ]:
+        tuner = Tuner(config, SIZES, (1, 2), TuningCache(tmp_path / "t.json", machine="m"), budget=1.0)
+        decision = tuner.decide(0, _fake_measure({}, calls))
+        assert (decision.source, decision.choice) == want
+    assert calls == []
+
+
+def test_threads_from_cached_timings_and_probes(two_precisions, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "core_count", lambda: 2)
+    monkeypatch.setattr(runtime, "gpu_devices", lambda: [])
+    config = TrainConfig(precision="auto", jit_compile="off", iters=4000)
+    cache = TuningCache(tmp_path / "t.json", machine="m")
+
+    def fill(plan, ms):
+        tuner = Tuner(config, SIZES, plan, cache)
+        for n in range(len(SIZES)):
+            for choice in tuner.candidates(n):
+                cache.put(tuner.key(n, choice), Timing(ms * (n + 1), 1.0, 3))
+
+    probed = []
+
+    def probe(plan):
+        probed.append(plan)
+        fill(plan, 20.0 if plan is None else 30.0)  # TensorFlow's pools faster here
+
+    plan, why = runtime.choose_threads("auto", config, SIZES, cache, probe, budget=1.0)
+    assert probed == [(1, 2), None] and plan is None and why.startswith("measured")
+    # Now cached: no probe.
+    plan, why = runtime.choose_threads("auto", config, SIZES, TuningCache(cache.path, "m"), probe, budget=1.0)
+    assert len(probed) == 2 and plan is None and why.startswith("cached")
+    # Over the budget: the prior, unprobed.
+    empty = TuningCache(tmp_path / "empty.json", machine="m")
+    plan, why = runtime.choose_threads("auto", config, SIZES, empty, probe, budget=1e-4)
+    assert plan == (1, 2) and "over the budget" in why and len(probed) == 2
+    assert runtime.choose_threads("2,1", config, SIZES, cache, probe) == ((2, 1), "as asked")
+    deterministic = config.replace(deterministic=True)
+    assert runtime.choose_threads("auto", deterministic, SIZES, cache, probe)[0] == (1, 2)
+
+
+def test_iteration_flops_match_the_step_structure():
+    config = TrainConfig()
+    sizes = [(25, 34), (33, 43)]
+    g = runtime.conv_flops(33, 43, 32, pad=True)
+    d = runtime.conv_flops(33, 43, 32, out_last=1, pad=False)
+    prev = runtime.conv_flops(25, 34, 32, pad=True)
+    want = 3 * (g + 6 * d) + 3 * 3 * d + 3 * (6 * g + 3 * d) + prev
+    assert runtime.iteration_flops(config, sizes, 1) == want
+    lazy = config.replace(gp_every=3)  # the GP on one critic step of three
+    assert runtime.iteration_flops(lazy, sizes, 1) == want - 2 * 3 * d
+
+
+# -- in training -------------------------------------------------------------------
+def _train(rocket, out, cache, **config):
+    from singan_tf.training import train_pyramid
+
+    base = {
+        "max_size": 40,
+        "iters": 6,
+        "log_every": 3,
+        "checkpoint_every": 3,
+        "precision": "auto",
+        "jit_compile": "off",
+    }
+    return train_pyramid(TrainConfig(**{**base, **config}), rocket, out, cache=cache)
+
+
+def _prefill(cache, config, sizes, faster: str):
+    plan = runtime.active_thread_plan()
+    tuner = Tuner(config, sizes, plan, cache)
+    for n in range(len(sizes)):
+        for choice in tuner.candidates(n):
+            ms = 10.0 if choice.precision == faster else 20.0
+            cache.put(tuner.key(n, choice), Timing(ms + (5.0 if choice.xla else 0.0), 1.0, 3))
+
+
+def test_training_logs_and_records_each_choice(rocket, tmp_path, two_precisions, caplog):
+    from singan_tf.pyramid import geometry_for
+    from singan_tf.rundir import RunDir
+
+    config = TrainConfig(max_size=40, iters=6, precision="auto", jit_compile="off")
+    sizes = geometry_for(config, rocket.shape[:2]).sizes
+    cache = TuningCache(tmp_path / "t.json", machine=runtime.machine_key())
+    _prefill(cache, config, sizes, faster="float32")  # against the prior, bfloat16
+    with caplog.at_level(logging.INFO, logger="singan_tf"):
+        _train(rocket, tmp_path / "run", cache)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scale 0: ")]
+    assert lines == ["scale 0: float32 (cached timings; ms/iteration: float32 10, bfloat16 20)"]
+    scales = RunDir(tmp_path / "run").read_manifest()["scales"]
+    for s in scales:
+        assert s["runtime"]["precision"] == "float32" and s["runtime"]["source"] == "cache"
+        assert s["runtime"]["ms_per_iter"]["bfloat16"] == 20.0
+        assert s["first_call_s"] > 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "auto"
+
+
+def test_tuning_measures_in_training(rocket, tmp_path, two_precisions):
+    from singan_tf.rundir import RunDir
+    from singan_tf.training import train_pyramid
+
+    cache = TuningCache(tmp_path / "t.json", machine=runtime.machine_key())
+    config = TrainConfig(max_size=40, iters=6, precision="auto", jit_compile="off")
+    train_pyramid(config, rocket, tmp_path / "run", cache=cache, tuning_budget=100.0)
+    record = RunDir(tmp_path / "run").read_manifest()["scales"][0]["runtime"]
+    assert record["source"] == "measured" and set(record["ms_per_iter"]) == {"float32", "bfloat16"}
+    assert record["precision"] == min(record["ms_per_iter"], key=record["ms_per_iter"].get).replace(
+        "bfloat16", "mixed_bfloat16"
+    )
+    scales = len(RunDir(tmp_path / "run").read_manifest()["scales"])
+    assert len(TuningCache(cache.path, cache.machine)) == 2 * scales  # both candidates at every scale
+
+
+def test_resumed_scale_keeps_its_recorded_precision(rocket, tmp_path, two_precisions, monkeypatch):
+    from singan_tf import training
+    from singan_tf.pyramid import geometry_for
+    from singan_tf.rundir import RunDir
+
+    config = TrainConfig(max_size=64, iters=6, precision="auto", jit_compile="off")
+    sizes = geometry_for(config, rocket.shape[:2]).sizes
+    cache = TuningCache(tmp_path / "t.json", machine=runtime.machine_key())
+    _prefill(cache, config, sizes, faster="mixed_bfloat16")
+    original = training.ScaleTrainer.run
+
+    def interrupted(self, start, stop, on_metrics=None, on_checkpoint=None):
+        if self.scale == 1 and start == 0:
+            original(self, 0, 3, on_metrics, on_checkpoint)
+            on_checkpoint(3)
+            raise KeyboardInterrupt
+        return original(self, start, stop, on_metrics, on_checkpoint)
+
+    monkeypatch.setattr(training.ScaleTrainer, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train(rocket, tmp_path / "run", cache, max_size=64)
+    monkeypatch.setattr(training.ScaleTrainer, "run", original)
+    run = RunDir(tmp_path / "run")
+    assert run.read_checkpoint_runtime(1)["precision"] == "mixed_bfloat16"
+    # The machine's timings change (say, another machine): float32 is faster now.
+    _prefill(cache, config, sizes, faster="float32")
+    training.train_pyramid(config, None, run, resume=True, cache=cache)
+    records = [s["runtime"] for s in run.read_manifest()["scales"]]
+    assert [r["precision"] for r in records] == ["mixed_bfloat16", "mixed_bfloat16", "float32"]
+    assert [r["source"] for r in records] == ["cache", "recorded", "cache"]
+    generators = training.load_nets(run, run.read_config(), 3)
+    assert len(generators) == 3 and np.isfinite(generators[2].get_weights()[0]).all()
