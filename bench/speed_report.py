@@ -1,20 +1,34 @@
-"""The speed issue's report in one run: per-scale training speed, and the fast preset against the paper's.
+"""The speed issue's report, in one run on the machine at hand.
 
-1. ms per iteration at every scale of the paper preset on the reference
-   geometry (186x248), in float32 and in mixed precision (``auto``: bfloat16
-   on CPUs with AVX-512-BF16, the GPU's best on a GPU), each with the XLA
-   choice training makes (``--jit auto``), achieved GFLOP/s and the share
-   of this machine's measured conv peak (``bench peak``, run here too).
-2. The paper preset trained on the image (``--paper-run DIR``: a run that
-   already exists is reused, an unfinished one is resumed - it takes hours).
-3. The fast preset trained on the same image from scratch, once per seed,
-   wall time measured around the whole training process.
-4. Both scored alike (``singan_tf.evaluate``: patch SWD to the training
-   image, diversity, reconstruction RMSE, same sample count and seeds).
+1. The machine: lscpu's model name, cores, the CPU features that decide
+   bfloat16's speed, TensorFlow.
+2. Per scale of the paper preset on the reference geometry (186x248):
+   ms per iteration of every fixed choice - float32 and bfloat16, each with
+   one thread per op and with TensorFlow's pools (plus XLA with TensorFlow's
+   pools) - each in its own process (``bench train-speed``), with the first
+   call (tracing) of each scale.
+3. The reference algorithm in PyTorch on the same cores
+   (``bench torch-reference`` in a venv with torch: ``--torch-python``).
+4. A lone 3x3 conv of each scale's width and size in each precision: the
+   peak a scale's step is held to (``bench peak --geometry``).
+5. What ``auto`` chooses: ``python -m singan_tf.tune`` with an empty tuning
+   cache (its probes time the training step as training does), each
+   scale's choice looked up in 2. Against the best fixed choice (target:
+   never more than 5% slower), against PyTorch (target: 2x, or 80% of the
+   lone conv's peak where that is lower).
+6. The fast preset against the paper preset at 400 iterations per scale,
+   on every image of ``bench.common.IMAGES``: the fast preset trained here
+   per image and seed by ``python -m singan_tf.train`` (wall time of the
+   whole process, from an empty tuning cache), the anchor's run
+   directories reused from ``--runs`` (``bench fast-preset`` trains them),
+   its training time estimated from its own geometry's timings (first
+   call + iterations x ms at every scale). Band-pass SWD per band and
+   diversity on means over seeds; contact sheets.
 
-    python -m bench speed-report --paper-run bench/runs/paper_rocket250 --fast preset=fast [--seeds 0 1]
+    python -m bench speed-report --torch-python /tmp/tvenv/bin/python --runs bench/runs \\
+        --anchor preset=paper,iters=400,precision=auto --fast preset=fast --seeds 0 1
 
-Writes ``results/speed_report.json`` and prints the tables.
+Writes ``results/speed_report.json``, ``.md`` and contact sheets.
 """
 
 from __future__ import annotations
@@ -24,262 +38,306 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-from bench.common import machine_info, write_result
-from bench.preset_sweep import (
-    FINE_START,
-    evaluate_run,
-    parse_setting,
-    quality_time_plot,
-    run_labels,
-    run_one,
-)
+from bench.common import IMAGES, git_commit, image_path, machine_info, write_result
+from bench.fast_preset import complete, contact_sheets, label_of, summarise
+from bench.preset_sweep import evaluate_run, parse_setting
+
+GEOMETRY = (186, 248)  # the reference code's test image: 9 scales, 32/64/128 channels
+PLANS = {"1x": "1,2", "tf": "tf"}  # thread plans timed (2 cores: one thread per op; TensorFlow's)
 
 
-def per_scale_speed(precision: str, iters: int, peak: dict) -> list[dict]:
-    """Every scale of the paper geometry at ``precision``; ``peak`` is ``bench peak``'s result."""
-    from singan_tf.config import TrainConfig
-    from singan_tf.pyramid import pyramid_geometry
-    from singan_tf.training import resolve_precision
-
-    config = TrainConfig(precision=resolve_precision(precision))
-    geometry = pyramid_geometry((186, 248), config.min_size, config.max_size, config.scale_factor)
-    key = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
-    peak_gflops = peak.get(f"conv3x3_128ch_{key}_gflops") or peak["conv3x3_128ch_float32_gflops"]
-    rows = time_every_scale(config, geometry, iters)
-    for row in rows:
-        row["precision"] = config.precision
-        row["achieved_over_peak"] = round(row["achieved_gflops"] / peak_gflops, 2)
-    return rows
+def lscpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return ""
+    return next(
+        (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), ""
+    )
 
 
-def time_every_scale(config, geometry, iters: int) -> list[dict]:
-    """``time_scale`` at every scale of ``geometry``, with the XLA choice training makes there."""
-    from bench.train_speed import time_scale
-    from singan_tf.training import use_xla
-
-    rows = []
-    for scale, size in enumerate(geometry.sizes):
-        xla = use_xla(config, size, config.scale_iters(scale))
-        rows.append(time_scale(config, geometry, scale, xla, iters))
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+def child(args: list[str], out: Path) -> dict:
+    """A bench module in its own process (its own thread pools); its JSON result."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(out)], check=True, env=env)
+    return json.loads(out.read_text())
 
 
-def paper_run(path: Path, image: str, max_size: int, precision: str) -> dict:
-    """Train (or resume, or reuse) the paper-preset run; returns its manifest's timing."""
-    manifest = path / "pyramid.json"
-    data = json.loads(manifest.read_text()) if manifest.is_file() else None
-    done = data is not None and len(data["scales"]) == len(data["geometry"]["sizes"])
-    if not done:
-        args = [
-            *([image] if image else []),
-            "--out",
-            str(path),
-            "--preset",
-            "paper",
-            "--max-size",
-            str(max_size),
-            "--precision",
-            precision,
-            "--checkpoint-every",
-            "25",
-            "--no-progress",
-        ]
-        if manifest.is_file():
-            args.append("--resume")
-        subprocess.run(
-            [sys.executable, "-m", "singan_tf.train", *args],
-            check=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+def fixed_choices(tmp: Path, iters: int) -> dict[str, list[dict]]:
+    """ms/iteration at every scale of the reference geometry for every fixed choice."""
+    runs = {}
+    for plan_name, plan in PLANS.items():
+        for precision in ("float32", "mixed_bfloat16"):
+            modes = "plain,xla" if plan == "tf" else "plain"  # XLA on one core per op is no candidate
+            name = f"{precision}/{plan_name}"
+            args = ["train-speed", "--precision", precision, "--cpu-threads", plan, "--modes", modes]
+            rows = child([*args, "--iters", str(iters)], tmp / f"{name.replace('/', '_')}.json")["rows"]
+            for mode in modes.split(","):
+                runs[f"{name}/{mode}"] = [r for r in rows if r["mode"] == mode]
+            print(f"timed {name} ({modes})", flush=True)
+    return runs
+
+
+def torch_reference(python: str, tmp: Path, scales: int) -> list[dict]:
+    if not python:
+        return []
+    out = tmp / "torch.json"
+    args = ["--scales", ",".join(map(str, range(scales))), "--iters", "3", "--out", str(out)]
+    subprocess.run([python, "-m", "bench.torch_reference", *args], check=True)
+    return json.loads(out.read_text())["training"]
+
+
+def reference_image(tmp: Path) -> str:
+    """A 248x186 crop of the bundled photo: the reference geometry (speed ignores content)."""
+    from PIL import Image
+
+    path = tmp / "reference_186x248.png"
+    Image.open(image_path("rocket")).convert("RGB").crop((150, 100, 398, 286)).save(path)
+    return str(path)
+
+
+def auto_choices(image: str, options: list[str]) -> dict:
+    """``python -m singan_tf.tune`` on ``image`` (filling the report's cache), then what
+    training with these options would choose from it: the thread plan and each scale's choice."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "singan_tf.tune", image, *options], check=True, env=env)
+    tuned_s = time.perf_counter() - t0
+    from singan_tf import runtime
+    from singan_tf.cli import add_config_arguments, config_from_args
+    from singan_tf.images import load_image
+    from singan_tf.pyramid import geometry_for
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    config = config_from_args(parser.parse_args(options))
+    sizes = geometry_for(config, load_image(image).shape[:2]).sizes
+    cache = runtime.TuningCache()
+    plan, why = runtime.choose_threads("auto", config, sizes, cache)
+    tuner = runtime.Tuner(config, sizes, plan, cache)
+    scales = []
+    for n in range(len(sizes)):
+        decision = tuner.decide(n, measure=None, measure_allowed=False)
+        timing = cache.get(tuner.key(n, decision.choice))
+        scales.append(
+            {
+                "precision": decision.choice.precision,
+                "xla": decision.choice.xla,
+                "ms_per_iter": timing.ms_per_iter if timing else None,
+                "first_call_s": timing.first_call_s if timing else None,
+                "iters": config.scale_iters(n),
+            }
         )
-    data = json.loads(manifest.read_text())
-    config = json.loads((path / "config.json").read_text())
+    known = all(s["ms_per_iter"] for s in scales)
+    estimate = sum(s["first_call_s"] + s["iters"] * s["ms_per_iter"] / 1e3 for s in scales) if known else None
     return {
-        "run": str(path),
-        "precision": config["precision"],
-        "iters": config["iters"],
-        "scales": [(s["size"], s["channels"], s["seconds"]) for s in data["scales"]],
-        # Seconds per scale as logged; a resumed run's include only its last stretch.
-        "logged_train_s": round(sum(s["seconds"] for s in data["scales"]), 1),
+        "threads": runtime.thread_label(plan),
+        "threads_why": why,
+        "scales": scales,
+        "tune_s": round(tuned_s, 1),
+        "estimated_train_s": round(estimate, 1) if estimate else None,
     }
 
 
-def estimate_train_s(path: Path, iters: int) -> dict:
-    """A run's training time without interruptions or neighbours: its own pyramid timed here.
+def per_scale_table(fixed: dict, torch_rows: list[dict], peaks: list[dict], auto: dict) -> list[dict]:
+    """One row per scale: every fixed choice, auto's, PyTorch's, the lone-conv peak, the targets."""
+    rows = []
+    plan_of = {"1,2": "1x", "tf": "tf"}[auto["threads"]] if auto["threads"] in ("1,2", "tf") else None
+    for n, base in enumerate(next(iter(fixed.values()))):
+        row = {
+            "scale": n,
+            "size": base["size"],
+            "channels": base["channels"],
+            "gflop": base["gflop_per_iter"],
+        }
+        row["fixed_ms"] = {name: runs[n]["ms_per_iter"] for name, runs in fixed.items()}
+        row["first_call_s"] = {name: runs[n]["first_call_s"] for name, runs in fixed.items()}
+        best = min(row["fixed_ms"], key=row["fixed_ms"].get)
+        row["best_fixed"], row["best_fixed_ms"] = best, row["fixed_ms"][best]
+        choice = auto["scales"][n]
+        name = f"{choice['precision']}/{plan_of}/{'xla' if choice['xla'] else 'plain'}"
+        row["auto"] = name
+        row["auto_ms"] = row["fixed_ms"].get(name)
+        if row["auto_ms"]:
+            row["auto_over_best"] = round(row["auto_ms"] / row["best_fixed_ms"], 3)
+        torch = next((t for t in torch_rows if t["scale"] == n), None)
+        if torch:
+            row["torch_ms"] = torch["ms_per_iter"]
+            row["speedup_vs_torch"] = round(
+                torch["ms_per_iter"] / (row["auto_ms"] or row["best_fixed_ms"]), 2
+            )
+        if peaks:
+            key = "bfloat16_gflops" if "bfloat16" in name else "float32_gflops"
+            peak = peaks[n][key]
+            achieved = base["gflop_per_iter"] * 1e3 / (row["auto_ms"] or row["best_fixed_ms"])
+            row["lone_conv_peak_gflops"] = peak
+            row["achieved_over_peak"] = round(achieved / peak, 2)
+        if "torch_ms" in row and peaks:
+            # the target: 2x PyTorch, or 80% of the lone conv's peak where that is the lower bar
+            row["target_ms"] = round(max(row["torch_ms"] / 2, base["gflop_per_iter"] * 1e3 / (0.8 * peak)), 1)
+            row["target_met"] = (row["auto_ms"] or row["best_fixed_ms"]) <= row["target_ms"]
+        rows.append(row)
+    return rows
 
-    A long run is resumed and shares the machine along the way, so its
-    logged seconds say little; every scale is timed now with the run's own
-    config, sizes and XLA choice, and the estimate is the sum over scales
-    of first call (trace) + iterations x ms/iteration.
-    """
-    from singan_tf.pyramid import PyramidGeometry
-    from singan_tf.rundir import RunDir
 
-    run = RunDir(path)
-    config = run.read_config()
-    rows = time_every_scale(config, PyramidGeometry.from_dict(run.read_manifest()["geometry"]), iters)
-    total = sum(
-        r["first_call_s"] + config.scale_iters(n) * r["ms_per_iter"] / 1000 for n, r in enumerate(rows)
-    )
-    return {"estimated_train_s": round(total, 1), "per_scale": rows}
+def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
+    """Section 6: the fast preset trained here per image and seed; the anchors reused."""
+    anchor, fast = args.anchor, args.fast
+    rows, times = [], {}
+    for image in args.images:
+        for seed in args.seeds:
+            run = runs_dir / image / f"{label_of(anchor)}_s{seed}"
+            if complete(run):
+                rows.append(_scored(run, anchor, image, seed, None, args.num))
+        anchor_options = _options(anchor)
+        times[image] = auto_choices(image_path(image), anchor_options)
+        for seed in args.seeds:
+            run = report_runs / image / f"{label_of(fast)}_s{seed}"
+            wall = None
+            if not complete(run):
+                command = [sys.executable, "-m", "singan_tf.train", image_path(image), "--out", str(run)]
+                command += [*_options(fast), "--seed", str(seed), "--no-progress", "--num-samples", "2"]
+                t0 = time.perf_counter()
+                subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                wall = time.perf_counter() - t0
+                (run / "bench_wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}) + "\n")
+            elif (run / "bench_wall.json").is_file():
+                wall = json.loads((run / "bench_wall.json").read_text())["wall_s"]
+            rows.append(_scored(run, fast, image, seed, wall, args.num))
+            print(json.dumps({"image": image, "seed": seed, "wall_s": wall}), flush=True)
+    for row in rows:  # the anchors' time: estimated on quiet cores from their own geometry
+        if row["setting"] == anchor:
+            row["wall_s"] = times[row["image"]]["estimated_train_s"]
+    return {"rows": rows, "anchor_timing": times, "summary": summarise(rows, [anchor, fast])}
+
+
+def _options(setting: str) -> list[str]:
+    """``preset=fast,iters=400`` as train options: ``--preset fast --iters 400``."""
+    return [part for k, v in parse_setting(setting).items() for part in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def _scored(run: Path, setting: str, image: str, seed: int, wall: float | None, num: int) -> dict:
+    manifest = json.loads((run / "pyramid.json").read_text())
+    return {
+        "image": image,
+        "setting": setting,
+        "seed": seed,
+        "run": str(run),
+        "wall_s": wall,
+        "logged_s": round(sum(s["seconds"] for s in manifest["scales"]), 1),
+        "first_call_s": [s.get("first_call_s") for s in manifest["scales"]],
+        "runtime": [s.get("runtime") for s in manifest["scales"]],
+        "metrics": evaluate_run(run, num, reuse=True),
+    }
 
 
 def markdown(result: dict) -> str:
-    """The report's tables, as bench/README.md shows them."""
-    lines = []
-    per_scale = result.get("per_scale") or {}
-    if per_scale:
-        lines += [
-            "| scale | size | ch | GFLOP/iter | "
-            + " | ".join(f"{rows[0]['precision']} ms/iter (achieved/peak)" for rows in per_scale.values())
-            + " |",
-            "|---|---|---|---|" + "---|" * len(per_scale),
-        ]
-        for cells in zip(*per_scale.values(), strict=True):
-            first = cells[0]
-            timings = " | ".join(
-                f"{c['ms_per_iter']:.0f}{' XLA' if c['mode'] == 'xla' else ''} "
-                f"({c['achieved_over_peak']:.0%})"
-                for c in cells
-            )
-            size = "x".join(map(str, first["size"]))
-            flop = f"{first['gflop_per_iter']:.1f}"
-            lines.append(f"| {first['scale']} | {size} | {first['channels']} | {flop} | {timings} |")
-        lines.append("")
-    if "paper" in result:
-        lines += [
-            "| run | wall time | patch SWD (finest, middle, coarsest level) | diversity | rec. RMSE "
-            f"| SWD, scales < {FINE_START} fixed |",
-            "|---|---|---|---|---|---|",
-        ]
-        paper = result["paper"]
-        estimate = paper.get("estimated_train_s")
-        if not estimate:
-            wall = "hours (resumable)"
-        elif estimate >= 3600:
-            wall = f"~{estimate / 3600:.1f} h (timed per scale)"
-        else:
-            wall = f"~{estimate:.0f} s (timed per scale)"
-        rows = [(f"paper preset ({paper['precision']})", wall, paper)]
-        for row in result.get("fast", []):
-            name = ",".join(f"{k}={v}" for k, v in row["overrides"].items() if k != "max_size")
-            rows.append((f"fast: {name}", f"{row['wall_s']:.0f} s", row))
-        for name, wall, scores in rows:
-            m, fixed = scores["metrics"], scores.get("metrics_layout_fixed")
-            levels = ", ".join(f"{v:.3f}" for v in m.get("patch_swd_levels", []))
-            fixed_swd = f"{fixed['patch_swd']:.3f}" if fixed else "-"
-            lines.append(
-                f"| {name} | {wall} | {m['patch_swd']:.3f} ({levels}) | {m['diversity']:.3f} "
-                f"| {m['reconstruction_rmse']:.3f} | {fixed_swd} |"
-            )
-    if "summary" in result:
-        summary = result["summary"]
-        lines += [
-            "",
-            f"fast / paper patch SWD: {summary['fast_swd_over_paper']:.3f} "
-            f"(target <= 1.10); longest fast run {summary['fast_wall_s_max']:.0f} s (target <= 900 s)",
-        ]
+    machine = result["machine"]
+    features = ", ".join(machine.get("cpu_features", []))
+    lines = [
+        f"Machine: {result['lscpu_model']} ({machine['cores']} cores; {features}), "
+        f"TensorFlow {machine['tensorflow']}, commit {machine['commit']}.",
+        "",
+    ]
+    if "per_scale" in result:
+        lines += per_scale_markdown(result)
+    fast = result.get("fast_vs_anchor")
+    if fast:
+        from bench.fast_preset import markdown as quality_table
+
+        lines += ["", quality_table(fast["summary"])]
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, sweeps: list[dict], path: Path) -> None:
-    """The quality/time plot: the sweep's settings, the fast preset per seed, the paper preset."""
-    runs = [r for sweep in sweeps for r in sweep["runs"] if sweep.get("max_size") == result["max_size"]]
-    labels = run_labels(runs)
-    points = [
-        {"label": f"sweep: {label}", "wall_s": r["wall_s"], "marker": "o", **r["metrics"]}
-        for label, r in zip(labels, runs, strict=True)
+def per_scale_markdown(result: dict) -> list[str]:
+    names = list(result["per_scale"][0]["fixed_ms"])
+    short = {
+        n: n.replace("mixed_bfloat16", "bf16").replace("float32", "fp32").replace("/plain", "") for n in names
+    }
+    header = [
+        "scale",
+        "size",
+        "ch",
+        *(short[n] for n in names),
+        f"auto (threads {result['auto']['threads']})",
+        "auto / best",
+        "PyTorch",
+        "vs PyTorch",
+        "achieved / lone-conv peak",
+        "target met",
+        "first call (auto)",
     ]
-    for row in result["fast"]:
-        seed = row["overrides"].get("seed", 0)
-        points.append(
-            {"label": f"fast preset s{seed}", "wall_s": row["wall_s"], "marker": "*", **row["metrics"]}
-        )
-    paper = result["paper"]
-    if paper.get("estimated_train_s"):
-        points.append(
-            {"label": "paper preset", "wall_s": paper["estimated_train_s"], "marker": "s", **paper["metrics"]}
-        )
-    targets = {"swd": 1.10 * paper["metrics"]["patch_swd"], "wall_s": 900}
-    machine = result["machine"]
-    title = (
-        f"{result['max_size']} px, {machine['cpu']}, {machine['cores']} cores "
-        "(dashed: 1.10 x paper SWD; dotted: 15 min)"
-    )
-    quality_time_plot(points, path, title, targets)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    nan = float("nan")
+    for r in result["per_scale"]:
+        first = r["first_call_s"].get(r["auto"])
+        cells = [
+            str(r["scale"]),
+            f"{r['size'][0]}x{r['size'][1]}",
+            str(r["channels"]),
+            *(f"{r['fixed_ms'][n]:.0f}" for n in names),
+            short.get(r["auto"], r["auto"]),
+            f"{r.get('auto_over_best', nan):.3f}",
+            f"{r.get('torch_ms', nan):.0f}",
+            f"{r.get('speedup_vs_torch', nan):.2f}x",
+            f"{r.get('achieved_over_peak', nan):.0%}",
+            "yes" if r.get("target_met") else "no",
+            "" if first is None else f"{first:.1f} s",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paper-run", default="bench/runs/paper_rocket250")
-    parser.add_argument("--image", default="", help="training image (default: the bundled rocket.jpg)")
-    parser.add_argument("--max-size", type=int, default=250)
-    parser.add_argument(
-        "--fast",
-        required=True,
-        help="the fast run's settings, key=value,... (e.g. preset=fast, or iters=400,max_channels=32)",
-    )
-    parser.add_argument("--paper-precision", default="auto")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fast-preset training seeds")
+    parser.add_argument("--torch-python", default="", help="a Python with torch, for the reference's timings")
+    parser.add_argument("--runs", default="bench/runs", help="bench fast-preset's run directories (anchors)")
+    parser.add_argument("--anchor", default="preset=paper,iters=400,precision=auto")
+    parser.add_argument("--fast", default="preset=fast")
+    parser.add_argument("--images", nargs="+", default=list(IMAGES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--num", type=int, default=50, help="samples scored per run")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale")
-    parser.add_argument("--skip-speed", action="store_true", help="only the quality comparison")
-    parser.add_argument(
-        "--sweep",
-        nargs="*",
-        default=[],
-        help="preset-sweep results at the same size, drawn as the quality/time curve around the presets",
-    )
-    parser.add_argument("--cpu-threads", default="auto", help="as singan_tf.train's --cpu-threads")
+    parser.add_argument("--fast-runs", default="", help="where the fast runs go (complete ones are reused)")
+    parser.add_argument("--skip-speed", action="store_true", help="only section 6")
+    parser.add_argument("--skip-quality", action="store_true", help="only sections 1-5")
     parser.add_argument("--out", default="bench/results/speed_report.json")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
     out = Path(args.out)
-    result: dict = {"benchmark": "speed_report", "machine": machine_info(), "max_size": args.max_size}
-    if not args.skip_speed:
-        # The peak in its own process, with TensorFlow's thread pools: a lone conv on every core.
-        peak_out = out.with_name(out.stem + "_peak.json")
-        peak_cmd = [sys.executable, "-m", "bench", "peak", "--reps", "10", "--out", str(peak_out)]
-        subprocess.run(peak_cmd, check=True)
-        peak = json.loads(peak_out.read_text())
-        peak_out.unlink()
-    # Timed like training: the thread pools python -m singan_tf.train would set.
-    from singan_tf.training import configure_threads
-
-    result["cpu_threads"] = configure_threads(args.cpu_threads)
-    if not args.skip_speed:
-        result["peak"], result["per_scale"] = peak, {}
-        for precision in ("float32", "auto"):
-            result["per_scale"][precision] = per_scale_speed(precision, args.iters, peak)
-            write_result(out, result)  # every stage is kept, should a later one fail
-    paper = paper_run(Path(args.paper_run), args.image, args.max_size, args.paper_precision)
-    paper["metrics"] = evaluate_run(Path(args.paper_run), args.num)
-    paper["metrics_layout_fixed"] = evaluate_run(Path(args.paper_run), args.num, start_scale=FINE_START)
-    if not args.skip_speed:
-        paper.update(estimate_train_s(Path(args.paper_run), args.iters))
-    result["paper"] = paper
-    write_result(out, result)
-    result["fast"] = []
-    for seed in args.seeds:
-        overrides = {"max_size": args.max_size, **parse_setting(args.fast), "seed": seed}
-        row = run_one(overrides, args.image, args.num)
-        result["fast"].append(row)
-        write_result(out, result)
-        print(json.dumps({k: row[k] for k in ("overrides", "wall_s", "metrics")}), flush=True)
-    swd = [r["metrics"]["patch_swd"] for r in result["fast"]]
-    result["summary"] = {
-        "paper_swd": paper["metrics"]["patch_swd"],
-        "fast_swd_mean": sum(swd) / len(swd),
-        "fast_swd_over_paper": round(sum(swd) / len(swd) / paper["metrics"]["patch_swd"], 3),
-        "fast_wall_s_max": max(r["wall_s"] for r in result["fast"]),
+    work = Path(tempfile.mkdtemp(prefix="speed-report-"))
+    # Everything this report measures starts from an empty tuning cache of its own.
+    os.environ["SINGAN_TF_CACHE_DIR"] = str(work / "cache")
+    result: dict = {
+        "benchmark": "speed_report",
+        "lscpu_model": lscpu_model(),
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "settings": {"anchor": args.anchor, "fast": args.fast, "seeds": args.seeds},
     }
-    write_result(out, result)
+    if not args.skip_speed:
+        fixed = fixed_choices(work, args.iters)
+        result["fixed"] = fixed
+        write_result(out, result)
+        torch_rows = torch_reference(args.torch_python, work, len(next(iter(fixed.values()))))
+        result["torch"] = torch_rows
+        peaks = child(
+            ["peak", "--reps", "10", "--geometry", "x".join(map(str, GEOMETRY))], work / "peak.json"
+        )
+        result["peak"] = peaks
+        result["auto"] = auto_choices(reference_image(work), ["--preset", "paper", "--precision", "auto"])
+        result["per_scale"] = per_scale_table(fixed, torch_rows, peaks["per_scale"], result["auto"])
+        write_result(out, result)
+    if not args.skip_quality:
+        fast_runs = Path(args.fast_runs) if args.fast_runs else work / "runs"
+        result["fast_vs_anchor"] = fast_against_anchor(args, Path(args.runs), fast_runs)
+        write_result(out, result)
+        contact_sheets(result["fast_vs_anchor"]["rows"], [args.anchor, args.fast], out.parent)
     table = markdown(result)
     out.with_suffix(".md").write_text(table)
-    plot(result, [json.loads(Path(f).read_text()) for f in args.sweep], out.with_suffix(".png"))
     print(table)
     return result
 

@@ -47,9 +47,10 @@ class ProgressBar:
 
     def on_scale_begin(self, scale: int, info: dict) -> None:
         h, w = info["size"]
+        precision = {"mixed_bfloat16": " bf16", "mixed_float16": " fp16"}.get(info.get("precision", ""), "")
         desc = (
             f"scale {scale + 1}/{info['num_scales']} {w}x{h} {info['channels']}ch "
-            f"amp {info['noise_amp']:.3g}{' xla' if info.get('xla') else ''}"
+            f"amp {info['noise_amp']:.3g}{precision}{' xla' if info.get('xla') else ''}"
         )
         self.scale = scale
         self.bar = tqdm(total=info["iters"], desc=desc, file=self.file, dynamic_ncols=True, leave=True)

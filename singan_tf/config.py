@@ -31,9 +31,10 @@ class TrainConfig:
     max_size: int = 250
     min_size: int = 25
     scale_factor: float = 0.75
-    # Networks (section 3): width doubles every 4 scales, capped.
+    # Networks (section 3): width doubles every channel_step (4) scales, capped.
     base_channels: int = 32
     max_channels: int = 128
+    channel_step: int = 4
     num_layers: int = 5
     kernel_size: int = 3
     # Losses (section 4).
@@ -85,6 +86,10 @@ class TrainConfig:
             (self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0"),
             (0.0 < self.lr_milestone <= 1.0, "lr_milestone must be in (0, 1]"),
             (self.num_layers >= 2, "num_layers must be >= 2"),
+            (
+                self.channel_step >= 1 and self.base_channels >= 1,
+                "channel_step and base_channels must be >= 1",
+            ),
             (self.kernel_size % 2 == 1, "kernel_size must be odd"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
@@ -100,8 +105,8 @@ class TrainConfig:
 
     # Derived quantities, each a paper formula pinned by tests.
     def channels(self, scale: int) -> int:
-        """Width at scale n: ``min(32 * 2**floor(n / 4), 128)``."""
-        return min(self.base_channels * 2 ** (scale // 4), self.max_channels)
+        """Width at scale n: ``min(32 * 2**floor(n / 4), 128)`` (base, step and cap are fields)."""
+        return min(self.base_channels * 2 ** (scale // self.channel_step), self.max_channels)
 
     @property
     def receptive_field(self) -> int:

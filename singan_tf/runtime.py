@@ -468,7 +468,7 @@ class Decision:
     """The runtime of one scale, as recorded in the run directory."""
 
     choice: Choice
-    source: str  # measured | cache | fixed | prior | recorded
+    source: str  # measured | cache | inferred | fixed | prior | recorded
     timings: dict[str, Timing] = dataclasses.field(default_factory=dict)  # by Choice.label
     tuning_s: float = 0.0
     note: str = ""
@@ -489,6 +489,7 @@ class Decision:
         why = {
             "measured": f"measured in {self.tuning_s:.1f} s",
             "cache": "cached timings",
+            "inferred": "not measured",
             "fixed": "as asked",
             "prior": "prior, not measured",
             "recorded": "recorded for this scale",
@@ -507,6 +508,7 @@ DEFAULT_BUDGET = 0.03  # of the run's estimated training time
 FIRST_CALL_S = 2.0  # guess for a trace not seen yet
 XLA_FIRST_CALL_S = 8.0  # XLA compiles once per shape
 ASSUMED_GFLOPS = 100.0  # throughput guess until the first timing
+INFER_MARGIN = 1.15  # a winner this much faster at two scales of a width decides the next ones
 
 
 class Tuner:
@@ -536,6 +538,7 @@ class Tuner:
         self.gflops = ASSUMED_GFLOPS
         self._rates: list[float] = []
         self.traced: set[tuple[int, Choice]] = set()  # (channels, choice) whose step exists
+        self.history: list[tuple[int, int, dict[Choice, Timing]]] = []  # fully timed scales
 
     # The candidates and the prior.
     def prior(self, scale: int) -> Choice:
@@ -583,7 +586,7 @@ class Tuner:
 
     # The decision.
     def decide(
-        self, scale: int, measure: Callable[[Choice, int], Timing], measure_allowed: bool = True
+        self, scale: int, measure: Callable[[Choice, int], Timing] | None, measure_allowed: bool = True
     ) -> Decision:
         candidates = self.candidates(scale)
         if len(candidates) == 1:
@@ -598,9 +601,13 @@ class Tuner:
                 self._record_rate(scale, cached)
         from_cache = set(timings)
         missing = [c for c in candidates if c not in timings]
+        if missing and not timings:
+            inferred = self._infer(channels, candidates)
+            if inferred is not None:
+                return inferred
         spent = need = 0.0
         skipped = []
-        if missing and measure_allowed:
+        if missing and measure_allowed and measure is not None:
             budget = self.budget * self.run_estimate_s()
             # Measure only if the whole missing set fits: a lone measured prior decides nothing.
             need = sum(self._cost_s(scale, channels, c) for c in missing)
@@ -622,6 +629,8 @@ class Tuner:
                 skipped = missing
         elif missing:
             skipped = missing
+        if len(timings) == len(candidates):
+            self.history.append((scale, channels, dict(timings)))
         labelled = {c.label: t for c, t in sorted(timings.items(), key=lambda kv: kv[1].ms_per_iter)}
         if not timings:
             note = f"measuring would take ~{need:.0f} s, over the budget" if measure_allowed else ""
@@ -630,6 +639,29 @@ class Tuner:
         note = f"not measured: {', '.join(c.label for c in skipped)} (budget)" if skipped else ""
         source = "cache" if set(timings) <= from_cache else "measured"
         return Decision(best, source, labelled, spent, note)
+
+    def _infer(self, channels: int, candidates: list[Choice]) -> Decision | None:
+        """The winner of the two latest fully timed scales of this width, if it won both clearly.
+
+        Speed ratios between candidates change slowly from one scale to the
+        next of the same width; measuring again where they are far apart
+        spends the budget on a foregone conclusion.
+        """
+        timed = [(n, t) for n, ch, t in self.history if ch == channels and set(candidates) <= set(t)][-2:]
+        if len(timed) < 2:
+            return None
+        winners = {min(candidates, key=lambda c, t=t: t[c].ms_per_iter) for _, t in timed}
+        if len(winners) > 1:
+            return None
+        (winner,) = winners
+        margins = [
+            min(t[c].ms_per_iter for c in candidates if c != winner) / t[winner].ms_per_iter for _, t in timed
+        ]
+        if min(margins) < INFER_MARGIN:
+            return None
+        scales = " and ".join(str(n) for n, _ in timed)
+        note = f"{min(margins) - 1:.0%}-{max(margins) - 1:.0%} faster than the rest at scales {scales}"
+        return Decision(winner, "inferred", note=note)
 
 
 # -- thread pools, decided before TensorFlow starts ----------------------------------------

@@ -24,6 +24,12 @@ def test_width_doubles_every_four_scales_capped_at_128(scale, channels):
     assert TrainConfig().channels(scale) == channels
 
 
+def test_width_schedule_fields():
+    wide_late = TrainConfig(max_channels=64, channel_step=6)  # 32 up to scale 5, then 64
+    assert [wide_late.channels(n) for n in range(9)] == [32] * 6 + [64] * 3
+    assert TrainConfig(max_channels=32).channels(8) == 32
+
+
 def test_receptive_field_and_padding():
     c = TrainConfig()
     assert c.receptive_field == 11

@@ -130,6 +130,29 @@ def test_tuner_measures_keeps_the_fastest_and_caches_it(two_precisions, tmp_path
     assert len(calls) == 4
 
 
+def test_a_clear_winner_at_two_scales_of_a_width_decides_the_next(two_precisions, tmp_path):
+    sizes = [(25, 34), (33, 43), (42, 56), (54, 71)]
+    config = TrainConfig(precision="auto", jit_compile="off", iters=2000)
+    for ms, measured in (
+        ({"float32": 40.0, "mixed_bfloat16": 25.0}, 2),
+        ({"float32": 26.0, "mixed_bfloat16": 25.0}, 4),
+    ):
+        calls = []
+        tuner = Tuner(
+            config, sizes, (1, 2), TuningCache(tmp_path / f"{measured}.json", machine="m"), budget=1.0
+        )
+        decisions = [tuner.decide(n, _fake_measure(ms, calls)) for n in range(4)]
+        assert len(calls) == 2 * measured and all(d.choice == BF16 for d in decisions)
+        if measured == 2:  # bfloat16 60% faster at scales 0 and 1: scales 2 and 3 are not measured
+            assert [d.source for d in decisions] == ["measured", "measured", "inferred", "inferred"]
+            assert (
+                decisions[3].describe()
+                == "bfloat16 (not measured; 60%-60% faster than the rest at scales 0 and 1)"
+            )
+        else:  # 4% apart: every scale is measured
+            assert {d.source for d in decisions} == {"measured"}
+
+
 def test_tuner_stays_within_its_budget(two_precisions, tmp_path):
     config = TrainConfig(precision="auto", jit_compile="off", iters=10)  # a few seconds of training
     calls = []

@@ -1,0 +1,60 @@
+"""python -m singan_tf.tune: timing every candidate, the probes, the cache they fill."""
+
+import json
+import os
+import subprocess
+import sys
+
+from singan_tf import runtime
+from singan_tf.config import TrainConfig
+from singan_tf.pyramid import pyramid_geometry
+from singan_tf.tune import time_geometry
+
+TINY = ["--preset", "quick", "--max-size", "40", "--iters", "5", "--jit", "off"]
+
+
+def test_time_geometry_times_the_real_step_and_caches_it(tmp_path):
+    config = TrainConfig(max_size=40, iters=5, precision="float32", jit_compile="off")
+    geometry = pyramid_geometry((60, 90), config.min_size, config.max_size)
+    cache = runtime.TuningCache(tmp_path / "t.json", machine="m")
+    rows = time_geometry(config, geometry, cache, timed=2)
+    assert [r["scale"] for r in rows] == list(range(geometry.num_scales))
+    assert all(r["ms_per_iter"] > 0 and r["precision"] == "float32" and r["timed_iters"] == 2 for r in rows)
+    assert all(r["achieved_gflops"] > 0 for r in rows)
+    assert rows[0]["first_call_s"] > rows[0]["ms_per_iter"] / 1e3  # the first call traced
+    again = time_geometry(config, geometry, runtime.TuningCache(tmp_path / "t.json", machine="m"), timed=2)
+    assert [r["ms_per_iter"] for r in again] == [r["ms_per_iter"] for r in rows]  # from the cache
+
+
+def test_tune_cli_probes_every_thread_plan_and_prints_the_choices(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SINGAN_TF_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "singan_tf.tune", *TINY, "--precision", "float32"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "| scale | size | ch |" in r.stdout and "scale 0: float32 (as asked)" in r.stdout
+    assert "CPU threads: " in r.stdout
+    entries = json.loads((tmp_path / "tuning.json").read_text())["machines"]
+    (timings,) = entries.values()
+    plans = {key.rsplit("threads=", 1)[1] for key in timings}
+    assert plans == {runtime.thread_label(p) for p in runtime.thread_candidates(runtime.core_count(), 0)}
+
+
+def test_tune_cli_bad_input_is_one_line(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SINGAN_TF_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "singan_tf.tune", str(tmp_path / "nope.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == f"singan-tf: error: {tmp_path / 'nope.png'}: no such file"
+    assert "Traceback" not in r.stderr
