@@ -507,7 +507,17 @@ TIMED_ITERS = 3
 DEFAULT_BUDGET = 0.03  # of the run's estimated training time
 FIRST_CALL_S = 2.0  # guess for a trace not seen yet
 XLA_FIRST_CALL_S = 8.0  # XLA compiles once per shape
-ASSUMED_GFLOPS = 100.0  # throughput guess until the first timing
+# Throughput guess until the first timing: what this step reached per CPU core on the
+# machines measured so far (bench/README.md), or a modest GPU.
+ASSUMED_GFLOPS_PER_CORE = 25.0
+ASSUMED_GPU_GFLOPS = 2000.0
+THREAD_BUDGET = 0.06  # probing thread pools: once per machine and geometry, then cached
+
+
+def assumed_gflops() -> float:
+    return ASSUMED_GPU_GFLOPS if gpu_devices() else ASSUMED_GFLOPS_PER_CORE * core_count()
+
+
 INFER_MARGIN = 1.15  # a winner this much faster at two scales of a width decides the next ones
 
 
@@ -535,7 +545,7 @@ class Tuner:
         self.cache = cache
         self.budget = budget
         self.spent_s = 0.0
-        self.gflops = ASSUMED_GFLOPS
+        self.gflops = assumed_gflops()
         self._rates: list[float] = []
         self.traced: set[tuple[int, Choice]] = set()  # (channels, choice) whose step exists
         self.history: list[tuple[int, int, dict[Choice, Timing]]] = []  # fully timed scales
@@ -684,12 +694,12 @@ PROBE_START_S = 4.0  # a probe process: interpreter, TensorFlow import, first tr
 
 
 def probe_cost_s(config: TrainConfig, sizes: Sequence[tuple[int, int]]) -> float:
-    """Estimated seconds of one probe process timing every scale's candidates."""
+    """Estimated seconds of one probe process (``python -m singan_tf.tune --probe``): start,
+    one trace per width, and every scale's prior choice timed."""
     tuner = Tuner(config, sizes, None, None)
     per_width = {config.channels(n) for n in range(len(sizes))}
-    precisions = len(precision_candidates()) if config.precision == "auto" else 1
     timed = sum(tuner.estimate_s(n) for n in range(len(sizes))) * (WARMUP_ITERS + TIMED_ITERS)
-    return PROBE_START_S + precisions * (len(per_width) * FIRST_CALL_S + timed)
+    return PROBE_START_S + len(per_width) * FIRST_CALL_S + timed
 
 
 def choose_threads(
@@ -698,15 +708,16 @@ def choose_threads(
     sizes: Sequence[tuple[int, int]],
     cache: TuningCache | None,
     probe: Callable[[ThreadPlan], None] | None = None,
-    budget: float = DEFAULT_BUDGET,
+    budget: float = THREAD_BUDGET,
 ) -> tuple[ThreadPlan, str]:
     """The thread pools for a run, and why (one log line's worth).
 
     ``setting`` other than ``auto`` is taken as it is. ``auto``: the plan
     with the shortest predicted training time from cached timings; plans
     without them are first measured by ``probe(plan)`` (a probe process
-    that fills the cache) if all the missing probes fit in the budget;
-    otherwise the prior plan.
+    that times every scale's prior choice and fills the cache) if all the
+    missing probes fit in the budget, a one-time cost per machine and
+    geometry; otherwise the prior plan.
     """
     cores, gpus = core_count(), len(gpu_devices())
     if setting != "auto":

@@ -38,6 +38,7 @@ Deliberate differences from the reference code (DESIGN section 4):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -255,6 +256,23 @@ class TrainStep:
             jit_compile=xla,
             autograph=False,
         )
+        # The 3 critic (generator) steps of an iteration: one traced function each, called 3
+        # times, so there is a third of the graph to trace. Not inlined: the steps of each kind
+        # run one after the other anyway (each needs the previous one's update). XLA compiles
+        # the whole iteration as one program instead.
+        self._critic_steps = {gp: functools.partial(self._critic_step, with_gp=gp) for gp in (False, True)}
+        self._generator_steps = self._generator_step
+        if not xla:
+            options = {"autograph": False, "experimental_attributes": {"_noinline": True}}
+            self._critic_steps = {
+                gp: tf.function(fn, input_signature=[image, image, seed], **options)
+                for gp, fn in self._critic_steps.items()
+            }
+            self._generator_steps = tf.function(
+                self._generator_step,
+                input_signature=[image, image, image, image, amp, coarsest, seed],
+                **options,
+            )
 
     @property
     def choice(self) -> Choice:
@@ -315,8 +333,7 @@ class TrainStep:
         z = _scale_noise(shape[1], shape[2], coarsest, seed)
         return self.generator((noise_amp * z + prev, prev), training=True)
 
-    def _critic_step(self, real, prev, noise_amp, coarsest, seed, with_gp: bool) -> dict[str, tf.Tensor]:
-        fake = self._fake(real, prev, noise_amp, coarsest, _substream(seed, CRITIC_FAKE))
+    def _critic_step(self, real, fake, seed, with_gp: bool) -> dict[str, tf.Tensor]:
         critic = self.critic
         with tf.GradientTape() as tape:
             d_real = tf.reduce_mean(critic(real, training=True))
@@ -354,16 +371,16 @@ class TrainStep:
         prev = upsample(prev, tf.shape(real)[1:3])
         metrics: dict[str, tf.Tensor] = {}
         config = self.config
-        for k in range(config.critic_steps):
-            step_seed = _substream(seed, CRITIC_STEP_SEED + 2 * k)
-            metrics.update(
-                self._critic_step(real, prev, noise_amp, coarsest, step_seed, k in config.gp_steps)
-            )
+        # The critic steps' fakes first: G does not change during them, and they run beside the steps.
+        seeds = [_substream(seed, CRITIC_STEP_SEED + 2 * k) for k in range(config.critic_steps)]
+        fakes = [self._fake(real, prev, noise_amp, coarsest, _substream(s, CRITIC_FAKE)) for s in seeds]
+        for k, (fake, step_seed) in enumerate(zip(fakes, seeds, strict=True)):
+            metrics.update(self._critic_steps[k in config.gp_steps](real, fake, step_seed))
         # The paper's critic loss from the last step's scores and the last GP.
         metrics["d_loss"] = metrics["d_fake"] - metrics["d_real"] + config.gp_weight * metrics["gp"]
         for k in range(config.generator_steps):
             step_seed = _substream(seed, GENERATOR_STEP_SEED + k)
-            metrics.update(self._generator_step(real, rec_x, rec_prev, prev, noise_amp, coarsest, step_seed))
+            metrics.update(self._generator_steps(real, rec_x, rec_prev, prev, noise_amp, coarsest, step_seed))
         metrics["rec_rmse"] = tf.sqrt(metrics["rec_loss"])
         return metrics
 

@@ -37,8 +37,10 @@ def time_geometry(
     scales: Sequence[int] | None = None,
     timed: int = runtime.TIMED_ITERS,
     reuse: bool = True,
+    prior_only: bool = False,
 ) -> list[dict]:
-    """Time every candidate at every scale (or ``scales``) in this process's thread pools.
+    """Time every candidate (or only the prior) at every scale (or ``scales``) in this
+    process's thread pools.
 
     The training step runs on a random image of the geometry's working size
     and a random frozen coarser pyramid: its speed does not depend on the
@@ -62,7 +64,7 @@ def time_geometry(
             if scales is None or n in scales:
                 zeros = tf.zeros((1, *size, 3))
                 data = ScaleData.of(n, reals[n], (zeros, zeros), 0.1)
-                for choice in tuner.candidates(n):
+                for choice in tuner.candidates(n)[: 1 if prior_only else None]:
                     key = tuner.key(n, choice)
                     timing = cache.get(key) if cache is not None and reuse else None
                     if timing is None:
@@ -90,8 +92,9 @@ def _row(config, sizes, scale: int, choice: runtime.Choice, plan: ThreadPlan, ti
     }
 
 
-def probe(config: TrainConfig, geometry, plan: ThreadPlan) -> None:
-    """Time every scale's candidates under ``plan`` in a probe process (fills the cache)."""
+def probe(config: TrainConfig, geometry, plan: ThreadPlan, prior_only: bool = True) -> None:
+    """Time every scale's prior choice (or every candidate) under ``plan`` in a probe process,
+    which fills the cache."""
     command = [
         sys.executable,
         "-m",
@@ -102,6 +105,7 @@ def probe(config: TrainConfig, geometry, plan: ThreadPlan) -> None:
         config.to_json(),
         "--probe-geometry",
         json.dumps(geometry.to_dict()),
+        *([] if prior_only else ["--probe-all"]),
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     log.debug("probing CPU threads %s", runtime.describe_threads(plan))
@@ -131,7 +135,7 @@ def _run_probe(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(json.loads(args.probe_config))
     geometry = PyramidGeometry.from_dict(json.loads(args.probe_geometry))
     runtime.apply_thread_plan(runtime.thread_plan(args.probe, runtime.core_count(), 0))
-    time_geometry(config, geometry, TuningCache())
+    time_geometry(config, geometry, TuningCache(), prior_only=not args.probe_all)
     return 0
 
 
@@ -163,6 +167,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     for name in ("--probe", "--probe-config", "--probe-geometry"):  # the probe process's own
         p.add_argument(name, help=argparse.SUPPRESS)
+    p.add_argument("--probe-all", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for plan in plans:
         log.info("timing every scale with CPU threads: %s", runtime.describe_threads(plan))
-        probe(config, geometry, plan)
+        probe(config, geometry, plan, prior_only=False)
     cache = TuningCache()
     plan, why = runtime.choose_threads(args.cpu_threads, config, geometry.sizes, cache)
     rows = []

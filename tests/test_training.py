@@ -66,10 +66,14 @@ def test_iteration_updates_both_nets_and_is_reproducible(rocket):
 def test_gradient_penalty_only_on_its_critic_steps(rocket, gp_every, expected):
     t = _trainer(rocket, 1, gp_every=gp_every)
     graph = t.step.graph()
-    # One name scope per GP evaluation: gradient_penalty, gradient_penalty_1, ...
-    names = [op.name for op in graph.get_operations()]
-    scopes = {name.split("/")[0] for name in names if name.startswith("gradient_penalty")}
-    assert len(scopes) == expected
+    # The critic steps are calls of two traced functions, with and without the GP.
+    with_gp = t.step._critic_steps[True].get_concrete_function().name.decode()
+    calls = [op.get_attr("f").name for op in graph.get_operations() if op.type == "StatefulPartitionedCall"]
+    assert sum(name == with_gp for name in calls) == expected
+    gp_graph = t.step._critic_steps[True].get_concrete_function().graph
+    assert any(op.name.startswith("gradient_penalty") for op in gp_graph.get_operations())
+    plain_graph = t.step._critic_steps[False].get_concrete_function().graph
+    assert not any(op.name.startswith("gradient_penalty") for op in plain_graph.get_operations())
     d0 = [w.copy() for w in t.critic.get_weights()]
     metrics = t.run(0, 2)
     assert np.isfinite(metrics["gp"]) and np.isfinite(metrics["d_loss"])
@@ -233,6 +237,8 @@ def test_one_trace_serves_every_scale_of_a_width(rocket):
         path.append(build_generator(32), 0.1, size)
     assert len(geometry.sizes) == 3
     assert step._iteration.experimental_get_tracing_count() == 1
+    assert step._critic_steps[True].experimental_get_tracing_count() == 1  # one trace for 3 steps
+    assert step._generator_steps.experimental_get_tracing_count() == 1
 
 
 def test_fused_adam_is_keras_adam():
