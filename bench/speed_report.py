@@ -47,7 +47,8 @@ from bench.fast_preset import complete, contact_sheets, label_of, summarise
 from bench.preset_sweep import evaluate_run, parse_setting
 
 GEOMETRY = (186, 248)  # the reference code's test image: 9 scales, 32/64/128 channels
-PLANS = {"1x": "1,2", "tf": "tf"}  # thread plans timed (2 cores: one thread per op; TensorFlow's)
+# The thread plans timed: one thread per op with one op per core, and TensorFlow's pools.
+PLANS = {"1x": f"1,{os.cpu_count()}", "tf": "tf"}
 
 
 def lscpu_model() -> str:
@@ -100,53 +101,58 @@ def reference_image(tmp: Path) -> str:
     return str(path)
 
 
-def auto_choices(image: str, options: list[str]) -> dict:
-    """``python -m singan_tf.tune`` on ``image`` (filling the report's cache), then what
-    training with these options would choose from it: the thread plan and each scale's choice."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "singan_tf.tune", image, *options], check=True, env=env)
-    tuned_s = time.perf_counter() - t0
+def auto_choices(image: str, options: list[str], cache_dir: Path) -> dict:
+    """What training with ``options`` on ``image`` chooses here from an empty tuning cache
+    (``cache_dir``): the thread pools (probing as training does) and every scale's choice
+    (``singan_tf.tune.decide_geometry``, the training's own tuner on the same geometry).
+    Then ``python -m singan_tf.tune`` times every candidate, for the estimated training time
+    of those choices (first call + iterations x ms at every scale)."""
     from singan_tf import runtime
     from singan_tf.cli import add_config_arguments, config_from_args
     from singan_tf.images import load_image
     from singan_tf.pyramid import geometry_for
+    from singan_tf.tune import probe
 
+    os.environ["SINGAN_TF_CACHE_DIR"] = str(cache_dir)
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
     config = config_from_args(parser.parse_args(options))
-    sizes = geometry_for(config, load_image(image).shape[:2]).sizes
+    geometry = geometry_for(config, load_image(image).shape[:2])
+    t0 = time.perf_counter()
+    plan, why = runtime.choose_threads(
+        "auto", config, geometry.sizes, runtime.TuningCache(), probe=lambda p: probe(config, geometry, p)
+    )
+    decisions_file = cache_dir / "decisions.json"
+    probe(config, geometry, plan, decide_to=decisions_file)
+    decided_s = time.perf_counter() - t0
+    decisions = json.loads(decisions_file.read_text())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-m", "singan_tf.tune", image, *options], check=True, env=env)
     cache = runtime.TuningCache()
-    plan, why = runtime.choose_threads("auto", config, sizes, cache)
-    tuner = runtime.Tuner(config, sizes, plan, cache)
+    tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
     scales = []
-    for n in range(len(sizes)):
-        decision = tuner.decide(n, measure=None, measure_allowed=False)
-        timing = cache.get(tuner.key(n, decision.choice))
+    for n, decision in enumerate(decisions):
+        timing = cache.get(tuner.key(n, runtime.Choice(decision["precision"], decision["xla"])))
         scales.append(
-            {
-                "precision": decision.choice.precision,
-                "xla": decision.choice.xla,
-                "ms_per_iter": timing.ms_per_iter if timing else None,
-                "first_call_s": timing.first_call_s if timing else None,
-                "iters": config.scale_iters(n),
-            }
+            {**decision, "iters": config.scale_iters(n), "timing": timing.to_dict() if timing else None}
         )
-    known = all(s["ms_per_iter"] for s in scales)
-    estimate = sum(s["first_call_s"] + s["iters"] * s["ms_per_iter"] / 1e3 for s in scales) if known else None
+    known = all(s["timing"] for s in scales)
+    estimate = sum(
+        s["timing"]["first_call_s"] + s["iters"] * s["timing"]["ms_per_iter"] / 1e3 for s in scales
+    )
     return {
         "threads": runtime.thread_label(plan),
         "threads_why": why,
+        "decide_s": round(decided_s, 1),
         "scales": scales,
-        "tune_s": round(tuned_s, 1),
-        "estimated_train_s": round(estimate, 1) if estimate else None,
+        "estimated_train_s": round(estimate, 1) if known else None,
     }
 
 
 def per_scale_table(fixed: dict, torch_rows: list[dict], peaks: list[dict], auto: dict) -> list[dict]:
     """One row per scale: every fixed choice, auto's, PyTorch's, the lone-conv peak, the targets."""
     rows = []
-    plan_of = {"1,2": "1x", "tf": "tf"}[auto["threads"]] if auto["threads"] in ("1,2", "tf") else None
+    plan_of = {plan: name for name, plan in PLANS.items()}.get(auto["threads"])
     for n, base in enumerate(next(iter(fixed.values()))):
         row = {
             "scale": n,
@@ -160,6 +166,7 @@ def per_scale_table(fixed: dict, torch_rows: list[dict], peaks: list[dict], auto
         row["best_fixed"], row["best_fixed_ms"] = best, row["fixed_ms"][best]
         choice = auto["scales"][n]
         name = f"{choice['precision']}/{plan_of}/{'xla' if choice['xla'] else 'plain'}"
+        row["auto_source"] = choice["source"]
         row["auto"] = name
         row["auto_ms"] = row["fixed_ms"].get(name)
         if row["auto_ms"]:
@@ -193,8 +200,10 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
             run = runs_dir / image / f"{label_of(anchor)}_s{seed}"
             if complete(run):
                 rows.append(_scored(run, anchor, image, seed, None, args.num))
-        anchor_options = _options(anchor)
-        times[image] = auto_choices(image_path(image), anchor_options)
+        times[image] = auto_choices(image_path(image), _options(anchor), report_runs / f"cache-{image}")
+        # The fast runs of an image share a tuning cache that starts empty: the first seed is a
+        # user's first run on this machine and geometry, the next ones find its timings.
+        os.environ["SINGAN_TF_CACHE_DIR"] = str(report_runs / f"cache-fast-{image}")
         for seed in args.seeds:
             run = report_runs / image / f"{label_of(fast)}_s{seed}"
             wall = None
@@ -328,7 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
             ["peak", "--reps", "10", "--geometry", "x".join(map(str, GEOMETRY))], work / "peak.json"
         )
         result["peak"] = peaks
-        result["auto"] = auto_choices(reference_image(work), ["--preset", "paper", "--precision", "auto"])
+        options = ["--preset", "paper", "--precision", "auto"]
+        result["auto"] = auto_choices(reference_image(work), options, work / "cache-reference")
         result["per_scale"] = per_scale_table(fixed, torch_rows, peaks["per_scale"], result["auto"])
         write_result(out, result)
     if not args.skip_quality:

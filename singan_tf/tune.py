@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +29,34 @@ from singan_tf.config import TrainConfig
 from singan_tf.runtime import ThreadPlan, Timing, TuningCache
 
 log = logging.getLogger(__name__)
+
+
+def _synthetic_scales(config: TrainConfig, geometry):
+    """Per scale n: ``(n, measure)``, where ``measure(choice, timed)`` times the real training
+    step on a random image of the geometry's working size against a random frozen coarser
+    pyramid (the step's speed does not depend on the data), in this process's thread pools."""
+    import tensorflow as tf
+
+    from singan_tf.models import build_generator
+    from singan_tf.pyramid import build_pyramid
+    from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, StepCache
+
+    rng = np.random.default_rng(0)
+    reals = build_pyramid(rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32), geometry)
+    steps, path = StepCache(config), RandomPath()
+    with runtime.training_graph_options():
+        for n, size in enumerate(geometry.sizes):
+            ch = config.channels(n)
+            zeros = tf.zeros((1, *size, 3))
+            data = ScaleData.of(n, reals[n], (zeros, zeros), 0.1)
+
+            def measure(choice: runtime.Choice, timed: int, n=n, data=data, ch=ch) -> Timing:
+                return ScaleTrainer(config, n, data, steps.get(ch, choice), path).time(timed)
+
+            yield n, measure
+            path.append(
+                build_generator(ch, config.num_layers, config.kernel_size), 1.0 if n == 0 else 0.1, size
+            )
 
 
 def time_geometry(
@@ -40,41 +69,35 @@ def time_geometry(
     prior_only: bool = False,
 ) -> list[dict]:
     """Time every candidate (or only the prior) at every scale (or ``scales``) in this
-    process's thread pools.
-
-    The training step runs on a random image of the geometry's working size
-    and a random frozen coarser pyramid: its speed does not depend on the
-    data. Timings go to ``cache`` (and are taken from it with ``reuse``).
-    Returns one row per scale and candidate.
-    """
-    import tensorflow as tf
-
-    from singan_tf.models import build_generator
-    from singan_tf.pyramid import build_pyramid
-    from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, StepCache
-
+    process's thread pools; timings go to ``cache`` (and come from it with ``reuse``).
+    Returns one row per scale and candidate."""
     plan = runtime.active_thread_plan()
     tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
-    rng = np.random.default_rng(0)
-    reals = build_pyramid(rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32), geometry)
-    steps, path, rows = StepCache(config), RandomPath(), []
-    with runtime.training_graph_options():
-        for n, size in enumerate(geometry.sizes):
-            ch = config.channels(n)
-            if scales is None or n in scales:
-                zeros = tf.zeros((1, *size, 3))
-                data = ScaleData.of(n, reals[n], (zeros, zeros), 0.1)
-                for choice in tuner.candidates(n)[: 1 if prior_only else None]:
-                    key = tuner.key(n, choice)
-                    timing = cache.get(key) if cache is not None and reuse else None
-                    if timing is None:
-                        timing = ScaleTrainer(config, n, data, steps.get(ch, choice), path).time(timed)
-                        if cache is not None:
-                            cache.put(key, timing)
-                    rows.append(_row(config, geometry.sizes, n, choice, plan, timing))
-            frozen = build_generator(ch, config.num_layers, config.kernel_size)
-            path.append(frozen, 1.0 if n == 0 else 0.1, size)
+    rows = []
+    for n, measure in _synthetic_scales(config, geometry):
+        if scales is not None and n not in scales:
+            continue
+        for choice in tuner.candidates(n)[: 1 if prior_only else None]:
+            key = tuner.key(n, choice)
+            timing = cache.get(key) if cache is not None and reuse else None
+            if timing is None:
+                timing = measure(choice, timed)
+                if cache is not None:
+                    cache.put(key, timing)
+            rows.append(_row(config, geometry.sizes, n, choice, plan, timing))
     return rows
+
+
+def decide_geometry(config: TrainConfig, geometry, cache: TuningCache | None) -> list[dict]:
+    """What training would decide at every scale, in this process's thread pools: the same
+    ``Tuner`` with the same budget and cache, measuring the synthetic step where it measures."""
+    plan = runtime.active_thread_plan()
+    tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
+    decisions = []
+    for n, measure in _synthetic_scales(config, geometry):
+        decision = tuner.decide(n, measure)
+        decisions.append({"scale": n, "line": decision.describe(), **decision.to_dict(plan)})
+    return decisions
 
 
 def _row(config, sizes, scale: int, choice: runtime.Choice, plan: ThreadPlan, timing: Timing) -> dict:
@@ -92,9 +115,12 @@ def _row(config, sizes, scale: int, choice: runtime.Choice, plan: ThreadPlan, ti
     }
 
 
-def probe(config: TrainConfig, geometry, plan: ThreadPlan, prior_only: bool = True) -> None:
+def probe(
+    config: TrainConfig, geometry, plan: ThreadPlan, prior_only: bool = True, decide_to: Path | None = None
+) -> None:
     """Time every scale's prior choice (or every candidate) under ``plan`` in a probe process,
-    which fills the cache."""
+    which fills the cache; with ``decide_to``, the probe instead decides every scale as
+    training would (``decide_geometry``) and writes the decisions there as JSON."""
     command = [
         sys.executable,
         "-m",
@@ -106,6 +132,7 @@ def probe(config: TrainConfig, geometry, plan: ThreadPlan, prior_only: bool = Tr
         "--probe-geometry",
         json.dumps(geometry.to_dict()),
         *([] if prior_only else ["--probe-all"]),
+        *(["--probe-decide", str(decide_to)] if decide_to else []),
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     log.debug("probing CPU threads %s", runtime.describe_threads(plan))
@@ -135,7 +162,11 @@ def _run_probe(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(json.loads(args.probe_config))
     geometry = PyramidGeometry.from_dict(json.loads(args.probe_geometry))
     runtime.apply_thread_plan(runtime.thread_plan(args.probe, runtime.core_count(), 0))
-    time_geometry(config, geometry, TuningCache(), prior_only=not args.probe_all)
+    if args.probe_decide:
+        decisions = decide_geometry(config, geometry, TuningCache())
+        Path(args.probe_decide).write_text(json.dumps(decisions, indent=1) + "\n")
+    else:
+        time_geometry(config, geometry, TuningCache(), prior_only=not args.probe_all)
     return 0
 
 
@@ -168,14 +199,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name in ("--probe", "--probe-config", "--probe-geometry"):  # the probe process's own
         p.add_argument(name, help=argparse.SUPPRESS)
     p.add_argument("--probe-all", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--probe-decide", help=argparse.SUPPRESS)  # write training's decisions here
 
 
 def run(args: argparse.Namespace) -> int:
     """Time every candidate of the options' geometry, then print the timings and the choices."""
     if args.probe:
         return _run_probe(args)
-    from pathlib import Path
-
     from singan_tf.cli import config_from_args, new_geometry
     from singan_tf.images import bundled_image, load_image
 

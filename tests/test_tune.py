@@ -58,3 +58,20 @@ def test_tune_cli_bad_input_is_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == f"singan-tf: error: {tmp_path / 'nope.png'}: no such file"
     assert "Traceback" not in r.stderr
+
+
+def test_decide_geometry_decides_like_training(tmp_path, monkeypatch):
+    from singan_tf.tune import decide_geometry
+
+    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32", "mixed_bfloat16"])
+    config = TrainConfig(max_size=40, iters=20000, precision="auto", jit_compile="off")  # budget to measure
+    geometry = pyramid_geometry((60, 90), config.min_size, config.max_size)
+    cache = runtime.TuningCache(tmp_path / "t.json", machine="m")
+    decisions = decide_geometry(config, geometry, cache)
+    assert [d["scale"] for d in decisions] == list(range(geometry.num_scales))
+    assert decisions[0]["source"] == "measured" and set(decisions[0]["ms_per_iter"]) == {
+        "float32",
+        "bfloat16",
+    }
+    assert all(d["precision"] in ("float32", "mixed_bfloat16") for d in decisions)
+    assert decisions[0]["line"].startswith(("float32 (measured", "bfloat16 (measured"))
