@@ -468,7 +468,7 @@ class Decision:
     """The runtime of one scale, as recorded in the run directory."""
 
     choice: Choice
-    source: str  # measured | cache | inferred | fixed | prior | recorded
+    source: str  # measured | cache | inferred | fixed | prior | recorded | fallback
     timings: dict[str, Timing] = dataclasses.field(default_factory=dict)  # by Choice.label
     tuning_s: float = 0.0
     note: str = ""
@@ -493,6 +493,7 @@ class Decision:
             "fixed": "as asked",
             "prior": "prior, not measured",
             "recorded": "recorded for this scale",
+            "fallback": "after a failure",
         }[self.source]
         text = f"{self.choice.label} ({why}"
         if evidence:

@@ -711,7 +711,6 @@ class _Session:
             decision = self.tuner.decide(n, lambda choice, timed: trainer_for(choice).time(timed))
         log.info("scale %d: %s", n, decision.describe())
         trainer = trainer_for(decision.choice)
-        record = decision.to_dict(self.tuner.plan)
         start = 0
         if checkpoint is not None:
             start, state = checkpoint
@@ -740,10 +739,19 @@ class _Session:
             for cb in self.callbacks:
                 cb.on_iterations(n, it, metrics)
 
-        def checkpoint_now(it):
-            run.write_checkpoint(n, it, trainer.state(), record)
+        while True:
+            record = decision.to_dict(self.tuner.plan)
 
-        last = trainer.run(start, iters, report, checkpoint_now)
+            def checkpoint_now(it, trainer=trainer, record=record):
+                run.write_checkpoint(n, it, trainer.state(), record)
+
+            try:
+                last = trainer.run(start, iters, report, checkpoint_now)
+                break
+            except NonFiniteLossError as err:
+                if decision.choice.precision == "float32":
+                    raise
+                decision, trainer, start = self._fall_back(n, decision, err, trainer_for)
         policy = runtime.dtype_policy(decision.choice.precision)
         g = build_generator(ch, config.num_layers, config.kernel_size, dtype=policy)
         g.set_weights(trainer.generator.get_weights())
@@ -772,3 +780,28 @@ class _Session:
         for cb in self.callbacks:
             cb.on_scale_end(n, info, preview)
         return rec
+
+    def _fall_back(self, n: int, decision: Decision, err: NonFiniteLossError, trainer_for):
+        """A reduced precision went non-finite: the scale goes on in float32 from its last good
+        checkpoint (or its start). oneDNN's bfloat16 kernels on an AMX CPU produced NaNs here
+        with two threads per op (bench/README.md); float32 is the paper's precision."""
+        failed = decision.choice
+        decision = Decision(
+            Choice("float32", failed.xla),
+            "fallback",
+            note=f"non-finite loss in {failed.label} at iteration {err.iteration}",
+        )
+        trainer = trainer_for(decision.choice)
+        checkpoint = self.run.read_checkpoint(n)
+        start = 0
+        if checkpoint is not None:
+            start, state = checkpoint
+            trainer.load_state(state)
+        log.warning(
+            "scale %d: non-finite loss in %s at iteration %d; going on in float32 from iteration %d",
+            n,
+            failed.label,
+            err.iteration,
+            start,
+        )
+        return decision, trainer, start

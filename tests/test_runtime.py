@@ -310,3 +310,31 @@ def test_resumed_scale_keeps_its_recorded_precision(rocket, tmp_path, two_precis
     assert [r["source"] for r in records] == ["cache", "recorded", "cache"]
     generators = training.load_nets(run, run.read_config(), 3)
     assert len(generators) == 3 and np.isfinite(generators[2].get_weights()[0]).all()
+
+
+def test_a_reduced_precision_that_goes_non_finite_falls_back_to_float32(
+    rocket, tmp_path, monkeypatch, caplog
+):
+    """The scale goes on in float32 from its last good checkpoint, and says so."""
+    from singan_tf import training
+    from singan_tf.rundir import RunDir
+
+    original = training.ScaleTrainer.iterate
+
+    def poisoned(self, iteration):
+        metrics = dict(original(self, iteration))
+        if self.scale == 1 and iteration >= 4 and self.step.precision != "float32":
+            metrics["d_loss"] = metrics["d_loss"] * np.nan
+        return metrics
+
+    monkeypatch.setattr(training.ScaleTrainer, "iterate", poisoned)
+    config = TrainConfig(max_size=40, iters=6, log_every=1, checkpoint_every=3, precision="mixed_bfloat16")
+    with caplog.at_level(logging.WARNING, logger="singan_tf"):
+        training.train_pyramid(config, rocket, tmp_path / "run", cache=None)
+    records = [s["runtime"] for s in RunDir(tmp_path / "run").read_manifest()["scales"]]
+    assert [r["precision"] for r in records] == ["mixed_bfloat16", "float32"]
+    assert records[1]["source"] == "fallback"
+    assert (
+        "scale 1: non-finite loss in bfloat16 at iteration 4; going on in float32 from iteration 3"
+        in caplog.text
+    )
