@@ -550,10 +550,13 @@ class Tuner:
         self._rates: list[float] = []
         self.traced: set[tuple[int, Choice]] = set()  # (channels, choice) whose step exists
         self.history: list[tuple[int, int, dict[Choice, Timing]]] = []  # fully timed scales
+        self.excluded: set[str] = set()  # precisions that went non-finite in this run
 
     # The candidates and the prior.
     def prior(self, scale: int) -> Choice:
         precision = "float32" if self.config.deterministic else resolve_precision(self.config.precision)
+        if precision in self.excluded:
+            precision = "float32"
         return Choice(precision, xla_prior(self.config, self.sizes[scale], self.iters(scale), self.plan))
 
     def candidates(self, scale: int) -> list[Choice]:
@@ -563,6 +566,7 @@ class Tuner:
         if config.deterministic:
             return [prior]
         precisions = precision_candidates() if config.precision == "auto" else [config.precision]
+        precisions = [p for p in precisions if p not in self.excluded] or ["float32"]
         # XLA is worth trying only where it can use the cores (not with one thread per op).
         xla_useful = self.plan is None or self.plan[0] > 1 or bool(gpu_devices())
         xlas = [False, True] if config.jit_compile == "auto" and xla_useful else [prior.xla]
@@ -599,6 +603,13 @@ class Tuner:
     def decide(
         self, scale: int, measure: Callable[[Choice, int], Timing] | None, measure_allowed: bool = True
     ) -> Decision:
+        decision = self._decide(scale, measure, measure_allowed)
+        if self.excluded and decision.source in ("fixed", "prior"):
+            failed = ", ".join(SHORT_PRECISION[p] for p in sorted(self.excluded))
+            decision.source, decision.note = "fallback", f"{failed} went non-finite earlier in this run"
+        return decision
+
+    def _decide(self, scale: int, measure, measure_allowed: bool) -> Decision:
         candidates = self.candidates(scale)
         if len(candidates) == 1:
             fixed = self.config.precision != "auto" and self.config.jit_compile != "auto"

@@ -783,9 +783,11 @@ class _Session:
 
     def _fall_back(self, n: int, decision: Decision, err: NonFiniteLossError, trainer_for):
         """A reduced precision went non-finite: the scale goes on in float32 from its last good
-        checkpoint (or its start). oneDNN's bfloat16 kernels on an AMX CPU produced NaNs here
-        with two threads per op (bench/README.md); float32 is the paper's precision."""
+        checkpoint (or its start), and so do the following scales. oneDNN's bfloat16 kernels on
+        an AMX CPU produced NaNs here with two threads per op (bench/README.md); float32 is the
+        paper's precision."""
         failed = decision.choice
+        self.tuner.excluded.add(failed.precision)  # the rest of the run trains without it
         decision = Decision(
             Choice("float32", failed.xla),
             "fallback",

@@ -328,12 +328,14 @@ def test_a_reduced_precision_that_goes_non_finite_falls_back_to_float32(
         return metrics
 
     monkeypatch.setattr(training.ScaleTrainer, "iterate", poisoned)
-    config = TrainConfig(max_size=40, iters=6, log_every=1, checkpoint_every=3, precision="mixed_bfloat16")
+    config = TrainConfig(
+        max_size=64, iters=6, log_every=1, checkpoint_every=3, precision="mixed_bfloat16", jit_compile="off"
+    )
     with caplog.at_level(logging.WARNING, logger="singan_tf"):
         training.train_pyramid(config, rocket, tmp_path / "run", cache=None)
     records = [s["runtime"] for s in RunDir(tmp_path / "run").read_manifest()["scales"]]
-    assert [r["precision"] for r in records] == ["mixed_bfloat16", "float32"]
-    assert records[1]["source"] == "fallback"
+    assert [r["precision"] for r in records] == ["mixed_bfloat16", "float32", "float32"]  # sticky
+    assert [r["source"] for r in records] == ["fixed", "fallback", "fallback"]
     assert (
         "scale 1: non-finite loss in bfloat16 at iteration 4; going on in float32 from iteration 3"
         in caplog.text
