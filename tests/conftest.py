@@ -85,3 +85,23 @@ def live_server(onnx_path):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``python -m MODULE ARGS...`` in a subprocess, quiet TensorFlow; its CompletedProcess."""
+    import subprocess
+    import sys
+
+    def run(*args, timeout=120, env=None):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+
+    return run

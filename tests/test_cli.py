@@ -1,26 +1,15 @@
 """CLI behaviour on bad input: one clear line, non-zero exit, no traceback."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from singan_tf.cli import command_main, main
-
-
-def run_cli(*args, timeout=120):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
 
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("singan-tf: error:")]
 
 
-def test_missing_image_subprocess(tmp_path):
+def test_missing_image_subprocess(tmp_path, run_cli):
     r = run_cli("singan_tf.train", str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "run"))
     assert r.returncode == 2
     assert error_lines(r.stderr) == [f"singan-tf: error: {tmp_path / 'nope.jpg'}: no such file"]

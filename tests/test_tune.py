@@ -1,9 +1,6 @@
 """python -m singan_tf.tune: timing every candidate, the probes, the cache they fill."""
 
 import json
-import os
-import subprocess
-import sys
 
 from singan_tf import runtime
 from singan_tf.config import TrainConfig
@@ -26,16 +23,9 @@ def test_time_geometry_times_the_real_step_and_caches_it(tmp_path):
     assert [r["ms_per_iter"] for r in again] == [r["ms_per_iter"] for r in rows]  # from the cache
 
 
-def test_tune_cli_probes_every_thread_plan_and_prints_the_choices(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SINGAN_TF_CACHE_DIR": str(tmp_path)}
-    r = subprocess.run(
-        [sys.executable, "-m", "singan_tf.tune", *TINY, "--precision", "float32"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+def test_tune_cli_probes_every_thread_plan_and_prints_the_choices(tmp_path, run_cli):
+    cache = {"SINGAN_TF_CACHE_DIR": str(tmp_path)}
+    r = run_cli("singan_tf.tune", *TINY, "--precision", "float32", env=cache, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "| scale | size | ch |" in r.stdout and "scale 0: float32 (as asked)" in r.stdout
     assert "CPU threads: " in r.stdout
@@ -45,16 +35,8 @@ def test_tune_cli_probes_every_thread_plan_and_prints_the_choices(tmp_path):
     assert plans == {runtime.thread_label(p) for p in runtime.thread_candidates(runtime.core_count(), 0)}
 
 
-def test_tune_cli_bad_input_is_one_line(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SINGAN_TF_CACHE_DIR": str(tmp_path)}
-    r = subprocess.run(
-        [sys.executable, "-m", "singan_tf.tune", str(tmp_path / "nope.png")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+def test_tune_cli_bad_input_is_one_line(tmp_path, run_cli):
+    r = run_cli("singan_tf.tune", str(tmp_path / "nope.png"), env={"SINGAN_TF_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == f"singan-tf: error: {tmp_path / 'nope.png'}: no such file"
     assert "Traceback" not in r.stderr
