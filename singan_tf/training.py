@@ -519,6 +519,16 @@ class ScaleTrainer:
         return Timing((time.perf_counter() - t0) * 1e3 / timed, first, timed)
 
 
+def time_new_trainer(make: Callable[[], ScaleTrainer], timed: int) -> Timing:
+    """``make()``'s ``time(timed)``, its first call counting the trainer's making (nets and
+    optimizers are built on a step's first use): what a scale's first iteration costs."""
+    t0 = time.perf_counter()
+    trainer = make()
+    built = time.perf_counter() - t0
+    timing = trainer.time(timed)
+    return dataclasses.replace(timing, first_call_s=timing.first_call_s + built)
+
+
 @dataclasses.dataclass
 class TrainResult:
     run_dir: RunDir
@@ -708,8 +718,11 @@ class _Session:
         if recorded is not None:
             decision = Decision(Choice(recorded["precision"], bool(recorded["xla"])), "recorded")
         else:
-            decision = self.tuner.decide(n, lambda choice, timed: trainer_for(choice).time(timed))
+            decision = self.tuner.decide(
+                n, lambda choice, timed: time_new_trainer(lambda: trainer_for(choice), timed)
+            )
         log.info("scale %d: %s", n, decision.describe())
+        t_first = time.perf_counter()  # the first iteration's cost counts building the step
         trainer = trainer_for(decision.choice)
         start = 0
         if checkpoint is not None:
@@ -735,7 +748,7 @@ class _Session:
 
         def report(it, metrics):
             if not first_call:
-                first_call.append(time.perf_counter() - ts)
+                first_call.append(time.perf_counter() - t_first)
             for cb in self.callbacks:
                 cb.on_iterations(n, it, metrics)
 

@@ -39,7 +39,7 @@ def _synthetic_scales(config: TrainConfig, geometry):
 
     from singan_tf.models import build_generator
     from singan_tf.pyramid import build_pyramid
-    from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, StepCache
+    from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, StepCache, time_new_trainer
 
     rng = np.random.default_rng(0)
     reals = build_pyramid(rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32), geometry)
@@ -51,7 +51,9 @@ def _synthetic_scales(config: TrainConfig, geometry):
             data = ScaleData.of(n, reals[n], (zeros, zeros), 0.1)
 
             def measure(choice: runtime.Choice, timed: int, n=n, data=data, ch=ch) -> Timing:
-                return ScaleTrainer(config, n, data, steps.get(ch, choice), path).time(timed)
+                return time_new_trainer(
+                    lambda: ScaleTrainer(config, n, data, steps.get(ch, choice), path), timed
+                )
 
             yield n, measure
             path.append(
