@@ -105,8 +105,8 @@ def auto_choices(image: str, options: list[str], cache_dir: Path) -> dict:
     """What training with ``options`` on ``image`` chooses here from an empty tuning cache
     (``cache_dir``): the thread pools (probing as training does) and every scale's choice
     (``singan_tf.tune.decide_geometry``, the training's own tuner on the same geometry).
-    Then ``python -m singan_tf.tune`` times every candidate, for the estimated training time
-    of those choices (first call + iterations x ms at every scale)."""
+    Then each scale's choice is timed where it was not measured, for the estimated training
+    time (first call + iterations x ms at every scale)."""
     from singan_tf import runtime
     from singan_tf.cli import add_config_arguments, config_from_args
     from singan_tf.images import load_image
@@ -126,8 +126,8 @@ def auto_choices(image: str, options: list[str], cache_dir: Path) -> dict:
     probe(config, geometry, plan, decide_to=decisions_file)
     decided_s = time.perf_counter() - t0
     decisions = json.loads(decisions_file.read_text())
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run([sys.executable, "-m", "singan_tf.tune", image, *options], check=True, env=env)
+    chosen = [runtime.Choice(d["precision"], d["xla"]) for d in decisions]
+    probe(config, geometry, plan, choices=chosen)  # the scales whose choice was not measured
     cache = runtime.TuningCache()
     tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
     scales = []

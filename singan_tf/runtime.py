@@ -623,7 +623,7 @@ class Tuner:
                 self._record_rate(scale, cached)
         from_cache = set(timings)
         missing = [c for c in candidates if c not in timings]
-        if missing and not timings:
+        if missing:
             inferred = self._infer(channels, candidates)
             if inferred is not None:
                 return inferred

@@ -90,6 +90,22 @@ def time_geometry(
     return rows
 
 
+def time_choices(
+    config: TrainConfig, geometry, cache: TuningCache, choices: list[runtime.Choice]
+) -> list[Timing]:
+    """The timing of ``choices[n]`` at every scale n, from the cache or measured into it."""
+    tuner = runtime.Tuner(config, geometry.sizes, runtime.active_thread_plan(), cache)
+    timings = []
+    for n, measure in _synthetic_scales(config, geometry):
+        key = tuner.key(n, choices[n])
+        timing = cache.get(key)
+        if timing is None:
+            timing = measure(choices[n], runtime.TIMED_ITERS)
+            cache.put(key, timing)
+        timings.append(timing)
+    return timings
+
+
 def decide_geometry(config: TrainConfig, geometry, cache: TuningCache | None) -> list[dict]:
     """What training would decide at every scale, in this process's thread pools: the same
     ``Tuner`` with the same budget and cache, measuring the synthetic step where it measures."""
@@ -118,11 +134,17 @@ def _row(config, sizes, scale: int, choice: runtime.Choice, plan: ThreadPlan, ti
 
 
 def probe(
-    config: TrainConfig, geometry, plan: ThreadPlan, prior_only: bool = True, decide_to: Path | None = None
+    config: TrainConfig,
+    geometry,
+    plan: ThreadPlan,
+    prior_only: bool = True,
+    decide_to: Path | None = None,
+    choices: list[runtime.Choice] | None = None,
 ) -> None:
-    """Time every scale's prior choice (or every candidate) under ``plan`` in a probe process,
-    which fills the cache; with ``decide_to``, the probe instead decides every scale as
-    training would (``decide_geometry``) and writes the decisions there as JSON."""
+    """Time every scale's prior choice (or every candidate, or the given ``choices``) under
+    ``plan`` in a probe process, which fills the cache; with ``decide_to``, the probe instead
+    decides every scale as training would (``decide_geometry``) and writes the decisions
+    there as JSON."""
     command = [
         sys.executable,
         "-m",
@@ -135,6 +157,7 @@ def probe(
         json.dumps(geometry.to_dict()),
         *([] if prior_only else ["--probe-all"]),
         *(["--probe-decide", str(decide_to)] if decide_to else []),
+        *(["--probe-choices", json.dumps([[c.precision, c.xla] for c in choices])] if choices else []),
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     log.debug("probing CPU threads %s", runtime.describe_threads(plan))
@@ -167,6 +190,9 @@ def _run_probe(args: argparse.Namespace) -> int:
     if args.probe_decide:
         decisions = decide_geometry(config, geometry, TuningCache())
         Path(args.probe_decide).write_text(json.dumps(decisions, indent=1) + "\n")
+    elif args.probe_choices:  # [[precision, xla], ...], one per scale
+        choices = [runtime.Choice(p, bool(x)) for p, x in json.loads(args.probe_choices)]
+        time_choices(config, geometry, TuningCache(), choices)
     else:
         time_geometry(config, geometry, TuningCache(), prior_only=not args.probe_all)
     return 0
@@ -202,6 +228,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(name, help=argparse.SUPPRESS)
     p.add_argument("--probe-all", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--probe-decide", help=argparse.SUPPRESS)  # write training's decisions here
+    p.add_argument("--probe-choices", help=argparse.SUPPRESS)  # time these choices, one per scale
 
 
 def run(args: argparse.Namespace) -> int:
