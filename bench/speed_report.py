@@ -169,6 +169,9 @@ def per_scale_table(fixed: dict, torch_rows: list[dict], peaks: list[dict], auto
         row["auto_source"] = choice["source"]
         row["auto"] = name
         row["auto_ms"] = row["fixed_ms"].get(name)
+        # The first iteration in training, where scales of a width share a trace (the fixed-choice
+        # rows trace every scale afresh): the timing of auto's choice in the decide probe.
+        row["first_call_auto_s"] = (choice.get("timing") or {}).get("first_call_s")
         if row["auto_ms"]:
             row["auto_over_best"] = round(row["auto_ms"] / row["best_fixed_ms"], 3)
         torch = next((t for t in torch_rows if t["scale"] == n), None)
@@ -283,7 +286,7 @@ def per_scale_markdown(result: dict) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     nan = float("nan")
     for r in result["per_scale"]:
-        first = r["first_call_s"].get(r["auto"])
+        first = r.get("first_call_auto_s")
         cells = [
             str(r["scale"]),
             f"{r['size'][0]}x{r['size'][1]}",
