@@ -330,6 +330,13 @@ def main(argv: list[str] | None = None) -> dict:
         "commit": git_commit(),
         "settings": {"anchor": args.anchor, "fast": args.fast, "seeds": args.seeds},
     }
+    if (args.skip_speed or args.skip_quality) and out.is_file():
+        # A report in two sittings (speed with the cores quiet, quality when the anchors are
+        # trained): the part skipped is kept from the previous file, with the commit it ran at.
+        previous = json.loads(out.read_text())
+        kept = ("fixed", "torch", "peak", "auto", "per_scale") if args.skip_speed else ("fast_vs_anchor",)
+        result.update({k: previous[k] for k in kept if k in previous})
+        result.setdefault("earlier_commits", {})[",".join(kept)] = previous.get("commit")
     if not args.skip_speed:
         fixed = fixed_choices(work, args.iters)
         result["fixed"] = fixed
