@@ -20,7 +20,8 @@ penalties with their double backward, six optimizer updates) cost 7-11 s
 per scale when every scale traced its own. With shape-relaxed arguments
 all scales of a width share one trace, and the frozen coarser pyramid
 runs as one small traced function per generator, so a new scale traces
-only its newest frozen generator.
+only its newest frozen generator. The step of a new width is traced in a
+second thread while the scale before it trains (``_Session.trace_ahead``).
 
 Deliberate differences from the reference code (DESIGN section 4):
 
@@ -42,6 +43,7 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -61,6 +63,22 @@ from singan_tf.runtime import Choice, Decision, Timing, Tuner, TuningCache
 from singan_tf.sampling import Pyramid
 
 log = logging.getLogger(__name__)
+
+
+class _OneTracePerGenerator(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning for the frozen generators.
+
+    Each frozen generator is its own traced function, traced once; TensorFlow counts traces
+    by the Python code they came from, so a resumed run (which traces every finished scale's
+    at once) saw a warning about "excessive retracing" that describes nothing wrong.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "RandomPath" in message)
+
+
+tf.get_logger().addFilter(_OneTracePerGenerator())
 
 
 class TrainingCallback(Protocol):
@@ -683,6 +701,36 @@ class _Session:
         done = len(self.gens)
         self.random_path = RandomPath(self.gens, self.amps, self.geometry.sizes[:done])
         self.steps = StepCache(self.config)
+        self._tracing: threading.Thread | None = None
+
+    def trace_ahead(self, n: int) -> None:
+        """While scale n trains, trace the steps scale n+1 may use when it starts a new width.
+
+        Tracing a step is ~1.5 s of mostly Python; in a second thread it overlaps the
+        current scale's iterations (which run in TensorFlow's executor, without the
+        GIL), so the next width's first iteration costs its first run only. The steps
+        are built here, on the calling thread: building draws initial weights, and only
+        this thread may touch the random state (``init_scale_nets`` seeds it).
+        """
+        nxt = n + 1
+        if nxt >= self.geometry.num_scales or self.config.channels(nxt) == self.config.channels(n):
+            return
+        ch = self.config.channels(nxt)
+        choices = [c for c in self.tuner.candidates(nxt) if c.precision not in self.tuner.excluded]
+        steps = [self.steps.get(ch, c) for c in choices]
+        self.tuner.traced.update((ch, c) for c in choices)
+
+        def trace() -> None:
+            for step in steps:
+                step.graph()
+
+        self._tracing = threading.Thread(target=trace, name=f"trace-scale-{nxt}", daemon=True)
+        self._tracing.start()
+
+    def join_tracing(self) -> None:
+        if self._tracing is not None:
+            self._tracing.join()
+            self._tracing = None
 
     def rec_input(self, n: int, rec: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
         """The reconstruction path's (x, prev): z* at the coarsest scale, zero noise above."""
@@ -699,6 +747,7 @@ class _Session:
 
     def train(self, n: int, real: tf.Tensor, rec: tf.Tensor | None) -> tf.Tensor:
         """Train scale n (from its checkpoint if there is one); returns its reconstruction."""
+        self.join_tracing()
         config, run = self.config, self.run
         size, ch = self.geometry.sizes[n], config.channels(n)
         rec_input = self.rec_input(n, rec)
@@ -749,6 +798,7 @@ class _Session:
         def report(it, metrics):
             if not first_call:
                 first_call.append(time.perf_counter() - t_first)
+                self.trace_ahead(n)  # after this scale's first call, which it would slow
             for cb in self.callbacks:
                 cb.on_iterations(n, it, metrics)
 

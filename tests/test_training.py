@@ -288,3 +288,26 @@ def test_loss_scale_skips_overflow_and_grows():
     assert float(ls.scale.numpy()) == 4.0 and int(ls.good_steps.numpy()) == 1
     step(tf.constant(1.0))
     assert float(ls.scale.numpy()) == 8.0 and int(ls.good_steps.numpy()) == 0
+
+
+def test_the_next_width_is_traced_while_the_current_scale_trains(rocket, tmp_path, monkeypatch):
+    """A scale that starts a new width finds its step traced: a second thread traced it during
+    the scale before (after that scale's first iteration), and training is unchanged by it."""
+    import threading
+
+    from singan_tf.training import train_pyramid
+
+    traced = []
+    original = TrainStep.graph
+
+    def graph(self):
+        traced.append((self.channels, threading.current_thread().name))
+        return original(self)
+
+    monkeypatch.setattr(TrainStep, "graph", graph)
+    config = TrainConfig(max_size=52, iters=3, channel_step=2, precision="float32", jit_compile="off")
+    result = train_pyramid(config, rocket, tmp_path / "run", cache=None)
+    assert [config.channels(n) for n in range(result.pyramid.geometry.num_scales)] == [32, 32, 64]
+    assert traced == [(64, "trace-scale-2")]
+    manifest = json.loads((tmp_path / "run" / "pyramid.json").read_text())
+    assert all(np.isfinite(s["final"]["g_loss"]) for s in manifest["scales"])
