@@ -203,7 +203,8 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
             run = runs_dir / image / f"{label_of(anchor)}_s{seed}"
             if complete(run):
                 rows.append(_scored(run, anchor, image, seed, None, args.num))
-        times[image] = auto_choices(image_path(image), _options(anchor), report_runs / f"cache-{image}")
+        if any(r["image"] == image for r in rows):  # the anchor's time, where there is one
+            times[image] = auto_choices(image_path(image), _options(anchor), report_runs / f"cache-{image}")
         # The fast runs of an image share a tuning cache that starts empty: the first seed is a
         # user's first run on this machine and geometry, the next ones find its timings.
         os.environ["SINGAN_TF_CACHE_DIR"] = str(report_runs / f"cache-fast-{image}")

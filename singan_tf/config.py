@@ -187,9 +187,10 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # the paper's pyramid and losses, 32 channels at every scale instead of up
 # to 128, 1000 iterations at the coarsest scale falling by 0.8x per scale
 # (210 at the 8th: the coarse scales that set the layout train longest, the
-# fine ones, which only add texture, train shortest), and the fastest
-# precision the machine has (bfloat16 on AVX-512-BF16 CPUs: ~10 min for the
-# bundled image).
+# fine ones, which only add texture, train shortest), and the precision
+# measured fastest on the machine (``auto``: bfloat16 on an AMD EPYC Zen 4 and
+# on an Intel Xeon with AMX, where the bundled image trains in ~9-10 min;
+# float32 where bfloat16 is slower, as on an AVX-512-BF16 Xeon without AMX).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_size": 80, "iters": 400},
