@@ -136,16 +136,18 @@ def auto_choices(image: str, options: list[str], cache_dir: Path) -> dict:
         scales.append(
             {**decision, "iters": config.scale_iters(n), "timing": timing.to_dict() if timing else None}
         )
-    known = all(s["timing"] for s in scales)
-    estimate = sum(
-        s["timing"]["first_call_s"] + s["iters"] * s["timing"]["ms_per_iter"] / 1e3 for s in scales
-    )
+    estimate = None
+    if all(s["timing"] for s in scales):
+        estimate = round(
+            sum(s["timing"]["first_call_s"] + s["iters"] * s["timing"]["ms_per_iter"] / 1e3 for s in scales),
+            1,
+        )
     return {
         "threads": runtime.thread_label(plan),
         "threads_why": why,
         "decide_s": round(decided_s, 1),
         "scales": scales,
-        "estimated_train_s": round(estimate, 1) if known else None,
+        "estimated_train_s": estimate,
     }
 
 

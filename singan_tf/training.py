@@ -683,6 +683,15 @@ def train_pyramid(
     return TrainResult(run, pyramid, time.perf_counter() - t0)
 
 
+def _load_checkpoint(trainer: ScaleTrainer, checkpoint: tuple[int, dict] | None) -> int:
+    """The iteration to go on from: the checkpoint's, its state loaded into ``trainer``, or 0."""
+    if checkpoint is None:
+        return 0
+    start, state = checkpoint
+    trainer.load_state(state)
+    return start
+
+
 @dataclasses.dataclass
 class _Session:
     """train_pyramid's state across scales: the frozen pyramid so far and the traced steps."""
@@ -716,7 +725,7 @@ class _Session:
         if nxt >= self.geometry.num_scales or self.config.channels(nxt) == self.config.channels(n):
             return
         ch = self.config.channels(nxt)
-        choices = [c for c in self.tuner.candidates(nxt) if c.precision not in self.tuner.excluded]
+        choices = self.tuner.candidates(nxt)
         steps = [self.steps.get(ch, c) for c in choices]
         self.tuner.traced.update((ch, c) for c in choices)
 
@@ -773,10 +782,8 @@ class _Session:
         log.info("scale %d: %s", n, decision.describe())
         t_first = time.perf_counter()  # the first iteration's cost counts building the step
         trainer = trainer_for(decision.choice)
-        start = 0
+        start = _load_checkpoint(trainer, checkpoint)
         if checkpoint is not None:
-            start, state = checkpoint
-            trainer.load_state(state)
             log.info("scale %d: resuming from the checkpoint at iteration %d", n, start)
         iters = config.scale_iters(n)
         info = {
@@ -857,11 +864,7 @@ class _Session:
             note=f"non-finite loss in {failed.label} at iteration {err.iteration}",
         )
         trainer = trainer_for(decision.choice)
-        checkpoint = self.run.read_checkpoint(n)
-        start = 0
-        if checkpoint is not None:
-            start, state = checkpoint
-            trainer.load_state(state)
+        start = _load_checkpoint(trainer, self.run.read_checkpoint(n))
         log.warning(
             "scale %d: non-finite loss in %s at iteration %d; going on in float32 from iteration %d",
             n,

@@ -80,14 +80,20 @@ def time_geometry(
         if scales is not None and n not in scales:
             continue
         for choice in tuner.candidates(n)[: 1 if prior_only else None]:
-            key = tuner.key(n, choice)
-            timing = cache.get(key) if cache is not None and reuse else None
-            if timing is None:
-                timing = measure(choice, timed)
-                if cache is not None:
-                    cache.put(key, timing)
+            timing = _cached(cache if reuse else None, cache, tuner.key(n, choice), measure, choice, timed)
             rows.append(_row(config, geometry.sizes, n, choice, plan, timing))
     return rows
+
+
+def _cached(source, sink, key: str, measure, choice: runtime.Choice, timed: int) -> Timing:
+    """``key``'s timing from the ``source`` cache, or ``measure(choice, timed)`` put into ``sink``
+    (either cache may be None)."""
+    timing = source.get(key) if source is not None else None
+    if timing is None:
+        timing = measure(choice, timed)
+        if sink is not None:
+            sink.put(key, timing)
+    return timing
 
 
 def time_choices(
@@ -98,11 +104,7 @@ def time_choices(
     timings = []
     for n, measure in _synthetic_scales(config, geometry):
         key = tuner.key(n, choices[n])
-        timing = cache.get(key)
-        if timing is None:
-            timing = measure(choices[n], runtime.TIMED_ITERS)
-            cache.put(key, timing)
-        timings.append(timing)
+        timings.append(_cached(cache, cache, key, measure, choices[n], runtime.TIMED_ITERS))
     return timings
 
 
