@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from importlib.util import find_spec
+
+from singan_tf.errors import ConfigError, SinganError
+from singan_tf.preflight import import_tensorflow, trained_manifest
+
+# What each format needs beyond TensorFlow (the export extra).
+FORMATS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx"), "onnx-int8": ("tf2onnx", "onnx", "onnxruntime")}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("run_dir", help="a run directory written by singan_tf.train")
     parser.add_argument("--out", "-o", required=True, help="export folder")
     parser.add_argument("--name", default="singan", help="model name (TF Serving model and file name)")
     parser.add_argument("--version", type=int, help="SavedModel version (default: next free)")
-    parser.add_argument(
-        "--format", default="savedmodel,onnx", help="comma-separated: savedmodel, onnx, onnx-int8"
-    )
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser.add_argument("--format", default="savedmodel,onnx", help="comma-separated: " + ", ".join(FORMATS))
+    parser.add_argument("--verbose", "-v", action="store_true", help="TensorFlow's own log lines too")
+    return parser.parse_args(argv)
 
-    from export.api import export_run
-    from singan_tf.errors import SinganError
 
+def check(args: argparse.Namespace, formats: tuple[str, ...]) -> None:
+    """What can be checked before TensorFlow loads: formats, their extra, the run directory."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ConfigError(f"unknown format(s) {', '.join(unknown)}; use {', '.join(FORMATS)}")
+    if args.version is not None and args.version < 1:
+        raise ConfigError("--version must be >= 1")
+    if any(find_spec(module) is None for f in formats for module in FORMATS[f]):
+        raise SinganError("ONNX export needs the export extra: pip install 'singan-tf[export]'")
+    trained_manifest(args.run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    formats = tuple(f.strip() for f in args.format.split(","))
     try:
-        written = export_run(
-            args.run_dir, args.out, args.name, args.version, tuple(f.strip() for f in args.format.split(","))
-        )
+        check(args, formats)
+        import_tensorflow(args.verbose)
+        from export.api import export_run
+
+        written = export_run(args.run_dir, args.out, args.name, args.version, formats)
     except SinganError as err:
         print(f"export: error: {err}", file=sys.stderr)
         return 2

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.util import find_spec
 
 from serving.rest import Limits
 from serving.sampler import SamplerError
+
+# What the endpoint needs beyond the sampler's numpy (the serving extra).
+ENDPOINT_MODULES = ("uvicorn", "fastapi", "onnxruntime")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,25 +31,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--max-body-mb", type=float, default=defaults.max_body_bytes / 2**20, help="request body size limit"
     )
+    p.add_argument("--verbose", "-v", action="store_true", help="log every request")
     return p.parse_args(argv)
+
+
+def _fail(message: str) -> int:
+    print(f"serving: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for name in ("port", "concurrency", "max_batch", "max_pixels", "max_body_mb"):
         if getattr(args, name) <= 0 or (name == "port" and args.port > 65535):
-            print(f"serving: error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
-            return 2
-    import uvicorn
-
-    from serving.app import create_app
+            return _fail(f"--{name.replace('_', '-')} must be positive")
+    if any(find_spec(module) is None for module in ENDPOINT_MODULES):
+        return _fail("the HTTP endpoint needs the serving extra: pip install 'singan-tf[serving]'")
     from serving.models import discover
 
     try:
         models = discover(args.models, threads=args.threads)
     except SamplerError as err:
-        print(f"serving: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
+    import uvicorn  # the web stack only once the models loaded: a wrong folder is said at once
+
+    from serving.app import create_app
+
     limits = Limits(args.max_batch, args.max_pixels, int(args.max_body_mb * 2**20))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"serving: listening on {args.host}: reachable from other machines", file=sys.stderr)
@@ -54,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving: {m.name} v{m.version} ({m.sampler.num_scales} scales, {h}x{w}) from {m.path}")
     print(f"serving: page at http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(
-        create_app(models, limits, args.concurrency), host=args.host, port=args.port, log_level="warning"
+        create_app(models, limits, args.concurrency),
+        host=args.host,
+        port=args.port,
+        log_level="info" if args.verbose else "warning",
     )
     return 0
 

@@ -4,7 +4,9 @@
 Reach them as ``python -m singan_tf <command>`` or the ``singan-tf <command>``
 script (``train``, ``sample`` and ``evaluate`` also as ``python -m singan_tf.train`` etc.).
 The CLIs only parse arguments into a ``TrainConfig`` / call the library;
-user mistakes end with one line on stderr and exit code 2.
+user mistakes end with one line on stderr and exit code 2. Each command checks
+its options and input files before it loads TensorFlow (``_load_tensorflow``),
+so a mistake is answered at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
+from singan_tf.preflight import import_tensorflow, manifest_path, read_manifest, trained_manifest
 
 log = logging.getLogger("singan_tf")
 
@@ -27,11 +30,15 @@ EXIT_INTERRUPTED = 130
 
 def _prepare_tensorflow(args: argparse.Namespace) -> None:
     # Must run before TensorFlow is imported; the user's settings win.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if getattr(args, "deterministic", False):
         # oneDNN's multi-threaded kernels differ run to run in the last bits (and GAN
         # training amplifies that); TensorFlow's own CPU kernels with op determinism do not.
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _load_tensorflow(args: argparse.Namespace) -> None:
+    """Load TensorFlow (quietly unless --verbose): call once the command's own checks passed."""
+    import_tensorflow(args.verbose)
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -200,36 +207,41 @@ def train_with_feedback(config, image, run, geometry, resume: bool, progress: bo
 
 @_guarded
 def run_train(args: argparse.Namespace) -> int:
-    config = config_from_args(args)  # validate options before loading TensorFlow
-    from singan_tf.runtime import check_memory, check_thread_setting
+    config = config_from_args(args)
+    if args.num_samples < 1:
+        raise ConfigError("--num-samples must be >= 1")
+    from singan_tf.images import bundled_image, load_image
+    from singan_tf.runtime import check_thread_setting
 
     check_thread_setting(args.cpu_threads)
-    from singan_tf.images import bundled_image, contact_sheet, load_image, save_image
-    from singan_tf.pyramid import PyramidGeometry
-    from singan_tf.rundir import RunDir
-
-    run = RunDir(args.out)
-    image = None
-    if run.exists():
-        manifest = run.read_manifest()
+    out = Path(args.out)
+    existing = manifest_path(out).is_file()
+    if existing:
+        manifest = read_manifest(out)
         done, total = len(manifest["scales"]), len(manifest["geometry"]["sizes"])
         if not args.resume:
             raise InputError(
-                f"{run.path} already holds a run ({done} of {total} scales finished); "
+                f"{out} already holds a run ({done} of {total} scales finished); "
                 "add --resume to continue it, or choose another --out"
             )
         if done == total:
-            raise InputError(f"{run.path} is complete ({total} scales); nothing to resume")
+            raise InputError(f"{out} is complete ({total} scales); nothing to resume")
+    elif args.resume:
+        raise InputError(f"{out}: no run to resume")
+    path = Path(args.image) if args.image else (None if existing else bundled_image())
+    image = load_image(path) if path else None  # a resumed run trains on the image it stored
+    _load_tensorflow(args)
+    from singan_tf.images import contact_sheet, save_image
+    from singan_tf.pyramid import PyramidGeometry
+    from singan_tf.rundir import RunDir
+    from singan_tf.runtime import check_memory
+
+    run = RunDir(out)
+    if existing:
         config = resumed_config(args, run.read_config())
         geometry = PyramidGeometry.from_dict(manifest["geometry"])
-        if args.image:
-            image = load_image(args.image)
         log.info("resuming %s: %d of %d scales finished", run.path, done, total)
     else:
-        if args.resume:
-            raise InputError(f"{run.path}: no run to resume")
-        path = Path(args.image) if args.image else bundled_image()
-        image = load_image(path)
         geometry = new_geometry(config, image, path.name)
         first, last = config.scale_iters(0), config.scale_iters(geometry.num_scales - 1)
         log.info(
@@ -274,6 +286,8 @@ def run_sample(args: argparse.Namespace) -> int:
         raise ConfigError("--num and --batch-size must be >= 1")
     if args.scale_h <= 0 or args.scale_v <= 0:
         raise ConfigError("--scale-h and --scale-v must be > 0")
+    trained_manifest(args.run_dir)
+    _load_tensorflow(args)
     from singan_tf.images import contact_sheet, save_image
     from singan_tf.rundir import load_pyramid
 
@@ -312,6 +326,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.num < 2:
         raise ConfigError("--num must be >= 2 (diversity compares samples)")
+    trained_manifest(args.run_dir)
+    _load_tensorflow(args)
     import json
 
     import numpy as np
@@ -421,6 +437,8 @@ def run_paint2image(args: argparse.Namespace) -> int:
     from singan_tf.images import load_image, save_image
 
     paint = load_image(args.image)
+    trained_manifest(args.run_dir)
+    _load_tensorflow(args)
     from singan_tf.applications import paint2image
     from singan_tf.rundir import load_pyramid
 
@@ -436,6 +454,8 @@ def _run_blend(args: argparse.Namespace, task: str) -> int:
 
     image = load_image(args.image)
     mask = load_mask(args.mask) if args.mask else None
+    trained_manifest(args.run_dir)
+    _load_tensorflow(args)
     import numpy as np
 
     from singan_tf import applications
@@ -506,6 +526,7 @@ def _train_sr(args: argparse.Namespace):
     from singan_tf.images import load_image
 
     image = load_image(args.source)
+    _load_tensorflow(args)
     from singan_tf.applications import SR_ALPHA, sr_config
     from singan_tf.pyramid import PyramidGeometry
     from singan_tf.rundir import RunDir
@@ -549,6 +570,8 @@ def run_sr(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{source} is a trained run; training options ({', '.join(given) or '--preset'}) do not apply"
             )
+        trained_manifest(source)
+        _load_tensorflow(args)
         from singan_tf.applications import SR_ALPHA, sr_steps
         from singan_tf.rundir import RunDir, load_pyramid
 
@@ -602,6 +625,8 @@ def add_animate_arguments(p: argparse.ArgumentParser) -> None:
 def run_animate(args: argparse.Namespace) -> int:
     if args.fps <= 0:
         raise ConfigError("--fps must be > 0")
+    trained_manifest(args.run_dir)
+    _load_tensorflow(args)
     from singan_tf.applications import animate, check_animation_path, write_animation
     from singan_tf.rundir import load_pyramid
 
@@ -670,20 +695,26 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
+def _add_command(parser: argparse.ArgumentParser, name: str) -> None:
+    _, add_args, func = COMMANDS[name]
+    add_args(parser)
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="debug logging, and TensorFlow's own log lines"
+    )
+    parser.set_defaults(func=func)
+
+
 def _parse_and_run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     _prepare_tensorflow(args)
-    _setup_logging(getattr(args, "verbose", False))
+    _setup_logging(args.verbose)
     return args.func(args)
 
 
 def command_main(name: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m singan_tf.<name>``."""
-    help_text, add_args, func = COMMANDS[name]
-    parser = argparse.ArgumentParser(prog=f"python -m singan_tf.{name}", description=help_text)
-    add_args(parser)
-    parser.add_argument("--verbose", "-v", action="store_true")
-    parser.set_defaults(func=func)
+    parser = argparse.ArgumentParser(prog=f"python -m singan_tf.{name}", description=COMMANDS[name][0])
+    _add_command(parser, name)
     return _parse_and_run(parser, argv)
 
 
@@ -694,9 +725,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="singan-tf", description="SinGAN in TensorFlow / Keras")
     parser.add_argument("--version", action="version", version=f"singan-tf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_args, func) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(p)
-        p.add_argument("--verbose", "-v", action="store_true")
-        p.set_defaults(func=func)
+    for name, (help_text, _, _) in COMMANDS.items():
+        _add_command(sub.add_parser(name, help=help_text, description=help_text), name)
     return _parse_and_run(parser, argv)

@@ -33,9 +33,9 @@ import numpy as np
 
 from singan_tf import __version__
 from singan_tf.config import TrainConfig
-from singan_tf.errors import InputError
 from singan_tf.images import atomic_write_bytes, load_image, publish, save_image
 from singan_tf.models import build_critic, build_generator
+from singan_tf.preflight import manifest_path, read_manifest, trained_manifest
 from singan_tf.pyramid import PyramidGeometry
 from singan_tf.sampling import Pyramid
 
@@ -72,7 +72,7 @@ class RunDir:
 
     @property
     def manifest_path(self) -> Path:
-        return self.path / "pyramid.json"
+        return manifest_path(self.path)
 
     @property
     def image_path(self) -> Path:
@@ -118,9 +118,7 @@ class RunDir:
         return TrainConfig.from_dict(json.loads(self.config_path.read_text()))
 
     def read_manifest(self) -> dict[str, Any]:
-        if not self.exists():
-            raise InputError(f"{self.path}: not a singan-tf run directory (no pyramid.json)")
-        return json.loads(self.manifest_path.read_text())
+        return read_manifest(self.path)
 
     def finished_scales(self) -> int:
         return len(self.read_manifest()["scales"]) if self.exists() else 0
@@ -237,15 +235,10 @@ def load_pyramid(path: str | os.PathLike, allow_partial: bool = False) -> Pyrami
             scale (the pyramid then stops at the last finished scale).
     """
     run = RunDir(path)
-    manifest = run.read_manifest()
+    manifest = trained_manifest(run.path, allow_partial)
     config = run.read_config()
     geometry = PyramidGeometry.from_dict(manifest["geometry"])
     done = len(manifest["scales"])
-    if done == 0 or (done < geometry.num_scales and not allow_partial):
-        raise InputError(
-            f"{run.path}: training finished {done} of {geometry.num_scales} scales; "
-            "resume it with `python -m singan_tf.train --resume`"
-        )
     rec_noise = run.read_rec_noise()
     return Pyramid(
         config=config,

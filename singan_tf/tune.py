@@ -22,10 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from singan_tf import runtime
 from singan_tf.config import TrainConfig
+from singan_tf.preflight import import_tensorflow
 from singan_tf.runtime import ThreadPlan, Timing, TuningCache
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,7 @@ def _synthetic_scales(config: TrainConfig, geometry):
     """Per scale n: ``(n, measure)``, where ``measure(choice, timed)`` times the real training
     step on a random image of the geometry's working size against a random frozen coarser
     pyramid (the step's speed does not depend on the data), in this process's thread pools."""
+    import numpy as np
     import tensorflow as tf
 
     from singan_tf.models import build_generator
@@ -184,6 +184,7 @@ def configure_threads(setting: str, config: TrainConfig, geometry) -> ThreadPlan
 
 
 def _run_probe(args: argparse.Namespace) -> int:
+    import_tensorflow(args.verbose)
     from singan_tf.pyramid import PyramidGeometry
 
     config = TrainConfig.from_dict(json.loads(args.probe_config))
@@ -243,7 +244,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     runtime.check_thread_setting(args.cpu_threads)
     path = Path(args.image) if args.image else bundled_image()
-    geometry = new_geometry(config, load_image(path), path.name)
+    image = load_image(path)
+    import_tensorflow(args.verbose)
+    geometry = new_geometry(config, image, path.name)
     cores, gpus = runtime.core_count(), len(runtime.gpu_devices())
     plans = (
         runtime.thread_candidates(cores, gpus)

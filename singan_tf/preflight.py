@@ -1,0 +1,84 @@
+"""What a command does before TensorFlow loads, and the quiet load itself.
+
+Loading TensorFlow takes seconds, so the CLIs check their options and
+inputs first: images with ``singan_tf.images`` (numpy and Pillow), run
+directories here (the standard library only). ``import_tensorflow`` then
+loads TensorFlow without the lines its C++ side prints while it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from singan_tf.errors import InputError
+
+MANIFEST = "pyramid.json"
+
+
+def manifest_path(run_dir: str | os.PathLike) -> Path:
+    """Where a run directory keeps its manifest; a directory holding one is a run."""
+    return Path(run_dir) / MANIFEST
+
+
+def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run directory's ``pyramid.json``: geometry and finished scales."""
+    path = manifest_path(run_dir)
+    if not path.is_file():
+        raise InputError(f"{Path(run_dir)}: not a singan-tf run directory (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # not UTF-8, or not JSON
+        raise InputError(f"{path}: unreadable ({err})") from None
+
+
+def trained_manifest(run_dir: str | os.PathLike, allow_partial: bool = False) -> dict[str, Any]:
+    """The manifest of a run with every scale trained (with ``allow_partial``: at least one)."""
+    manifest = read_manifest(run_dir)
+    done, total = len(manifest["scales"]), len(manifest["geometry"]["sizes"])
+    if done == 0 or (done < total and not allow_partial):
+        raise InputError(
+            f"{Path(run_dir)}: training finished {done} of {total} scales; "
+            "resume it with `python -m singan_tf.train --resume`"
+        )
+    return manifest
+
+
+def import_tensorflow(verbose: bool = False) -> ModuleType:
+    """Import TensorFlow, keeping its start-up lines off the terminal unless ``verbose``.
+
+    Its C++ side writes them (oneDNN, CPU features, absl's "before InitializeLog")
+    straight to file descriptor 2 while the libraries load, whatever
+    TF_CPP_MIN_LOG_LEVEL says, so fd 2 points at a temporary file during the
+    import only; if the import fails, that file is shown before the traceback.
+    Later C++ logging obeys TF_CPP_MIN_LOG_LEVEL, set to 2 (errors) unless the
+    user set it.
+    """
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow
+
+        return tensorflow
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile() as startup:
+        os.dup2(startup.fileno(), 2)
+        try:
+            import tensorflow
+
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            if failed:  # what TensorFlow said may explain why
+                startup.seek(0)
+                sys.stderr.buffer.write(startup.read())
+                sys.stderr.flush()
+    return tensorflow

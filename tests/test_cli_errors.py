@@ -1,0 +1,186 @@
+"""What a user's terminal shows for an ordinary mistake: exactly one line on stderr and exit
+code 2, decided before TensorFlow loads; and no TensorFlow start-up lines when all goes well.
+
+Every command runs in a subprocess. Mistakes run with TensorFlow made unimportable, so a check
+that moved behind TensorFlow's import fails here with a traceback instead of passing slowly;
+a missing optional extra is simulated the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from singan_tf.images import bundled_image
+
+# Runs ``python -m MODULE ARGS`` as if the comma-separated modules were not installed.
+WITHOUT = """
+import runpy, sys
+for name in filter(None, sys.argv[1].split(",")):
+    sys.modules[name] = None  # import fails, importlib.util.find_spec says None
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+NO_TENSORFLOW = ("tensorflow", "keras")
+
+
+def run(module: str, *args, missing=NO_TENSORFLOW, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user runs it
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT, ",".join(missing), module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line(r: subprocess.CompletedProcess, line: str) -> None:
+    assert (r.returncode, r.stderr) == (2, line + "\n")
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A missing file, a directory, a text file named .png, a real image, a folder without a run,
+    and a run directory whose training finished no scale."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.png").write_text("not a picture\n")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    manifest = {"geometry": {"sizes": [[25, 37], [33, 49]]}, "scales": []}
+    (unfinished / "pyramid.json").write_text(json.dumps(manifest))
+    return {
+        "missing": tmp_path / "missing.png",
+        "dir": tmp_path / "folder",
+        "text": tmp_path / "notes.png",
+        "image": bundled_image(),
+        "norun": tmp_path / "folder",
+        "unfinished": unfinished,
+        "out": tmp_path / "out",
+    }
+
+
+NO_SUCH = "singan-tf: error: {missing}: no such file"
+IS_DIR = "singan-tf: error: {dir}: is a directory, expected an image file"
+NOT_IMAGE = "singan-tf: error: {text}: not an image Pillow can read"
+NO_RUN = "singan-tf: error: {norun}: not a singan-tf run directory (no pyramid.json)"
+UNFINISHED = (
+    "singan-tf: error: {unfinished}: training finished 0 of 2 scales; "
+    "resume it with `python -m singan_tf.train --resume`"
+)
+INJECT = ["--inject-scale", "1", "--out", "{out}.png"]
+
+
+@pytest.mark.parametrize(
+    ("command", "line"),
+    [
+        (["singan_tf.train", "{missing}", "--out", "{out}"], NO_SUCH),
+        (["singan_tf.train", "{dir}", "--out", "{out}"], IS_DIR),
+        (["singan_tf.train", "{text}", "--out", "{out}"], NOT_IMAGE),
+        (["singan_tf.train", "--out", "{out}", "--iters", "0"], "singan-tf: error: --iters must be >= 1"),
+        (["singan_tf.train", "--out", "{out}", "--resume"], "singan-tf: error: {out}: no run to resume"),
+        (["singan_tf", "train", "{text}", "--out", "{out}"], NOT_IMAGE),
+        (["singan_tf.tune", "{missing}"], NO_SUCH),
+        (["singan_tf", "tune", "{dir}"], IS_DIR),
+        (["singan_tf.sample", "{norun}"], NO_RUN),
+        (["singan_tf", "sample", "{unfinished}"], UNFINISHED),
+        (
+            ["singan_tf.sample", "{norun}", "--num", "0"],
+            "singan-tf: error: --num and --batch-size must be >= 1",
+        ),
+        (["singan_tf.evaluate", "{norun}"], NO_RUN),
+        (
+            ["singan_tf", "evaluate", "{norun}", "--num", "1"],
+            "singan-tf: error: --num must be >= 2 (diversity compares samples)",
+        ),
+        (["singan_tf", "paint2image", "{norun}", "--paint", "{text}", *INJECT], NOT_IMAGE),
+        (["singan_tf", "paint2image", "{norun}", "--paint", "{image}", *INJECT], NO_RUN),
+        (["singan_tf", "harmonize", "{norun}", "--naive", "{dir}", *INJECT], IS_DIR),
+        (
+            ["singan_tf", "harmonize", "{norun}", "--naive", "{image}", "--mask", "{missing}", *INJECT],
+            NO_SUCH,
+        ),
+        (["singan_tf", "edit", "{unfinished}", "--edited", "{image}", *INJECT], UNFINISHED),
+        (["singan_tf", "sr", "{missing}", "--factor", "2", "--out", "{out}"], NO_SUCH),
+        (["singan_tf", "sr", "{text}", "--factor", "2", "--out", "{out}"], NOT_IMAGE),
+        (["singan_tf", "sr", "{unfinished}", "--factor", "2"], UNFINISHED),
+        (["singan_tf", "animate", "{norun}", "--start-scale", "1", "--out", "{out}.gif"], NO_RUN),
+        (["export", "{norun}", "--out", "{out}"], NO_RUN.replace("singan-tf:", "export:")),
+        (["export", "{unfinished}", "--out", "{out}"], UNFINISHED.replace("singan-tf:", "export:")),
+        (
+            ["export", "{norun}", "--out", "{out}", "--format", "tflite"],
+            "export: error: unknown format(s) tflite; use savedmodel, onnx, onnx-int8",
+        ),
+        (["export", "{norun}", "--out", "{out}", "--version", "0"], "export: error: --version must be >= 1"),
+        (
+            ["serving", "--models", "{missing}"],
+            "serving: error: {missing}: no such folder (export a run with `python -m export RUN --out DIR`)",
+        ),
+        (["serving", "--models", "{dir}", "--port", "0"], "serving: error: --port must be positive"),
+    ],
+)
+def test_a_mistake_is_one_line_before_tensorflow_loads(files, command, line):
+    module, *args = (arg.format(**files) for arg in command)
+    assert_one_line(run(module, *args), line.format(**files))
+
+
+def test_a_real_terminal_sees_the_same_one_line(files):
+    """With TensorFlow installed as usual: no start-up lines, no traceback."""
+    r = run("singan_tf.train", files["missing"], "--out", files["out"], missing=())
+    assert_one_line(r, NO_SUCH.format(**files))
+    assert not files["out"].exists()
+
+
+EXPORT_EXTRA = "export: error: ONNX export needs the export extra: pip install 'singan-tf[export]'"
+SERVING_EXTRA = "serving: error: the HTTP endpoint needs the serving extra: pip install 'singan-tf[serving]'"
+
+
+@pytest.mark.parametrize(
+    ("missing", "args", "line"),
+    [
+        (("onnx",), [], EXPORT_EXTRA),
+        (("tf2onnx",), ["--format", "onnx"], EXPORT_EXTRA),
+        (("onnxruntime",), ["--format", "savedmodel,onnx-int8"], EXPORT_EXTRA),
+        # SavedModel alone needs no extra: the run directory is checked next.
+        (
+            ("onnx", "tf2onnx", "onnxruntime"),
+            ["--format", "savedmodel"],
+            NO_RUN.replace("singan-tf:", "export:"),
+        ),
+    ],
+)
+def test_export_without_its_extra(files, missing, args, line):
+    r = run("export", files["norun"], "--out", files["out"], *args, missing=(*NO_TENSORFLOW, *missing))
+    assert_one_line(r, line.format(**files))
+
+
+@pytest.mark.parametrize("module", ["uvicorn", "fastapi", "onnxruntime"])
+def test_serving_without_its_extra(files, module):
+    assert_one_line(run("serving", "--models", files["dir"], missing=(*NO_TENSORFLOW, module)), SERVING_EXTRA)
+
+
+def test_importing_the_cli_loads_neither_tensorflow_nor_numpy():
+    code = "import sys, singan_tf.cli; print(sorted({'numpy', 'tensorflow', 'keras'} & set(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout == "[]\n"
+
+
+def test_a_successful_command_shows_no_tensorflow_start_up_lines(trained_run, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "samples"
+    r = run("singan_tf", "sample", trained_run, "--num", "2", "--out", out, missing=())
+    assert r.returncode == 0, r.stderr
+    w, h = Image.open(out / "sample_000.png").size
+    assert r.stderr.splitlines() == [f"wrote 2 samples of {w}x{h} to {out}"]
+
+
+def test_export_shows_no_tensorflow_start_up_lines(trained_run, tmp_path):
+    r = run("export", trained_run, "--out", tmp_path, "--format", "savedmodel", missing=())
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == f"savedmodel: {tmp_path / 'savedmodel' / 'singan' / '1'}\n"
