@@ -10,6 +10,10 @@
   the noise inside the graph (stateless Philox) and returns uint8 images,
   for plain REST clients. Scales below ``start_scale`` use the
   reconstruction noise (z* resized to the requested size, zeros above).
+  ``scale_h``/``scale_v`` are float64 and the sizes are computed in float64,
+  so a request gives the very sizes ``singan_tf.pyramid.noise_sizes`` and
+  ``serving.sampler.noise_sizes`` compute from the same number (in float32,
+  45 x 0.7 rounds to 32 where Python's 31.499999999999996 gives 31).
 """
 
 from __future__ import annotations
@@ -21,6 +25,18 @@ from singan_tf.sampling import Pyramid, run_pyramid
 
 def noise_specs(num_scales: int) -> list[tf.TensorSpec]:
     return [tf.TensorSpec([None, None, None, 3], tf.float32, name=f"z_{n}") for n in range(num_scales)]
+
+
+def graph_noise_sizes(sizes, scale_h: tf.Tensor, scale_v: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    """Each scale's noise size inside the graph: ``singan_tf.pyramid.noise_sizes``'s rule
+    (half up, at least 1) on the same float64 operations, so the sizes agree exactly."""
+    scale_h = tf.cast(scale_h, tf.float64)
+    scale_v = tf.cast(scale_v, tf.float64)
+
+    def scaled(n: int, factor: tf.Tensor) -> tf.Tensor:
+        return tf.maximum(tf.cast(tf.floor(tf.constant(n, tf.float64) * factor + 0.5), tf.int32), 1)
+
+    return [(scaled(h, scale_v), scaled(w, scale_h)) for h, w in sizes]
 
 
 class PyramidModule(tf.Module):
@@ -39,8 +55,8 @@ class PyramidModule(tf.Module):
             input_signature=[
                 tf.TensorSpec([], tf.int64, name="seed"),
                 tf.TensorSpec([], tf.int32, name="batch"),
-                tf.TensorSpec([], tf.float32, name="scale_h"),
-                tf.TensorSpec([], tf.float32, name="scale_v"),
+                tf.TensorSpec([], tf.float64, name="scale_h"),
+                tf.TensorSpec([], tf.float64, name="scale_v"),
                 tf.TensorSpec([], tf.int32, name="start_scale"),
             ],
             autograph=False,
@@ -54,10 +70,7 @@ class PyramidModule(tf.Module):
 
     def _from_seed(self, seed, batch, scale_h, scale_v, start_scale):
         noises = []
-        for n, (h, w) in enumerate(self.sizes):
-            # Same rounding as singan_tf.pyramid.noise_sizes: half up, at least 1.
-            hn = tf.maximum(tf.cast(tf.floor(h * scale_v + 0.5), tf.int32), 1)
-            wn = tf.maximum(tf.cast(tf.floor(w * scale_h + 0.5), tf.int32), 1)
+        for n, (hn, wn) in enumerate(graph_noise_sizes(self.sizes, scale_h, scale_v)):
             shape = tf.stack([batch, hn, wn, 1 if n == 0 else 3])
             fresh = tf.random.stateless_normal(
                 shape, tf.stack([seed, tf.constant(n, tf.int64)]), alg="philox"

@@ -2,14 +2,19 @@
 # Set up, then run the whole test suite: lint, layering contracts, pytest.
 # Usage: bash scripts/test.sh [pytest options]
 set -euo pipefail
-source "$(dirname "$0")/setup.sh" "dev"
-# The web page test drives Debian's chromium; install it when possible (root or sudo -n).
-if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+cd "$(dirname "$0")/.."
+# The browser tests drive Debian's chromium and load onnxruntime-web from the npm registry
+# (serving/web); install what is missing when possible (root or sudo -n).
+missing=()
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-      chromium chromium-driver >/dev/null; } \
-    || echo "could not install chromium + chromium-driver: the browser test skips (fails under CI)" >&2
+      "${missing[@]}" >/dev/null; } \
+    || echo "could not install ${missing[*]}: the browser tests skip (fail under CI)" >&2
 fi
+source scripts/setup.sh "dev"
 .venv/bin/ruff check .
 .venv/bin/lint-imports
 set +e

@@ -39,8 +39,8 @@ SAMPLE_SIGNATURE = "sample"
 SAMPLE_INPUTS = {  # name -> (TF dtype, python type)
     "seed": ("DT_INT64", int),
     "batch": ("DT_INT32", int),
-    "scale_h": ("DT_FLOAT", float),
-    "scale_v": ("DT_FLOAT", float),
+    "scale_h": ("DT_DOUBLE", float),
+    "scale_v": ("DT_DOUBLE", float),
     "start_scale": ("DT_INT32", int),
 }
 MAX_SCALE = 16.0  # scale_h / scale_v beyond this are refused before any pixel limit

@@ -49,6 +49,15 @@ def pyramid(trained_run):
 
 
 @pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory):
+    """The session's pyramid through ``export_run`` (SavedModel + ONNX): (folder, paths)."""
+    from export import export_run
+
+    out = tmp_path_factory.mktemp("export")
+    return out, export_run(trained_run, out, name="rocket")
+
+
+@pytest.fixture(scope="session")
 def onnx_path(trained_run, tmp_path_factory):
     """The session's pyramid exported to ONNX as model "rocket" (alone in its folder)."""
     from export import to_onnx

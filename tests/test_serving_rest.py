@@ -68,8 +68,8 @@ def test_metadata_describes_both_signatures(client, sampler):
     assert {k: v["dtype"] for k, v in sigs["sample"]["inputs"].items()} == {
         "seed": "DT_INT64",
         "batch": "DT_INT32",
-        "scale_h": "DT_FLOAT",
-        "scale_v": "DT_FLOAT",
+        "scale_h": "DT_DOUBLE",
+        "scale_v": "DT_DOUBLE",
         "start_scale": "DT_INT32",
     }
     assert meta["metadata"]["singan_tf"]["sizes"] == [list(s) for s in sampler.sizes]
@@ -206,6 +206,26 @@ def test_page_and_model_list(client, sampler):
             "size": list(sampler.output_size()),
         }
     ]
+
+
+def test_browser_page_routes(client, sampler, onnx_path):
+    page = client.get("/browser/")
+    assert page.status_code == 200 and "onnxruntime-web" in page.text
+    # Cross-origin isolation, so the page may run WebAssembly threads.
+    assert page.headers["cross-origin-opener-policy"] == "same-origin"
+    assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+    assert client.get("/browser", follow_redirects=False).headers["location"] == "/browser/"
+    wasm = client.get("/browser/ort/ort-wasm-simd-threaded.jsep.wasm")
+    assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+    assert wasm.content[:4] == b"\0asm"
+    assert client.get("/browser/noise.mjs").headers["content-type"].startswith("text/javascript")
+    assert client.get("/browser/models/index.json").json() == {"models": ["rocket"]}
+    assert client.get("/browser/models/rocket.json").json()["sizes"] == [list(s) for s in sampler.sizes]
+    assert client.get("/browser/models/rocket.onnx").content == onnx_path.read_bytes()
+    # Only the page's own files and the served models: nothing in the URL becomes a path.
+    for path in ("models/other.onnx", "models/rocket.txt", "models/../app.py", "index.htm", "ort/x.wasm"):
+        answer = client.get(f"/browser/{path}")
+        assert answer.status_code == 404 and "not found" in answer.json()["error"].lower(), path
 
 
 # -- fuzzing: no request body or path ever yields a 5xx ------------------------
