@@ -1,4 +1,8 @@
-"""The local HTTP endpoint: TF Serving's REST contract, a PNG route and a page.
+"""The local HTTP endpoint: TF Serving's REST contract, a PNG route and two pages.
+
+``/`` shows samples the server draws; ``/browser/`` is the in-browser sampler
+(``serving.page``), which fetches the exported model and runs it on the
+visitor's machine with onnxruntime-web.
 
 Built on FastAPI/Starlette. Inference runs in worker threads (onnxruntime
 releases the GIL) behind a semaphore, so at most ``concurrency`` model runs
@@ -15,12 +19,14 @@ import threading
 from importlib import resources
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving import page as browser_page
 from serving import rest
 from serving.models import ServedModel
+from serving.sampler import SamplerError
 
 PAGE = resources.files("serving").joinpath("static/index.html")
 
@@ -127,6 +133,34 @@ def create_app(
         rest.check_sample_request(model, 1, scale_h, scale_v, start, limits)
         image = await infer(lambda: rest.draw_samples(model, seed, 1, scale_h, scale_v, start))
         return Response(_png(image[0]), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.get("/browser")
+    async def browser_redirect():
+        return RedirectResponse("/browser/")
+
+    @app.get("/browser/{rel:path}")
+    async def browser(rel: str):
+        """The in-browser page's files, the model list and the models themselves."""
+        try:
+            files = browser_page.page_files()
+        except SamplerError as err:
+            raise rest.RestError(404, str(err)) from None
+        rel = rel or "index.html"
+        headers = {**browser_page.ISOLATION_HEADERS, "Cache-Control": "no-cache"}
+        if rel in files:
+            path = files[rel]
+            return FileResponse(path, media_type=browser_page.MEDIA_TYPES[path.suffix], headers=headers)
+        if rel == "models/index.json":
+            index = browser_page.models_index(sorted(models))
+            return Response(index, media_type="application/json", headers=headers)
+        name, dot, kind = rel.removeprefix("models/").rpartition(".")
+        # Only the served models, looked up by name: nothing in the URL becomes a path.
+        if rel.startswith("models/") and dot and name in models and kind in ("onnx", "json"):
+            m = models[name]
+            if kind == "json":
+                return JSONResponse(m.metadata, headers=headers)
+            return FileResponse(m.path, media_type="application/octet-stream", headers=headers)
+        raise rest.RestError(404, f"/browser/{rel}: not found")
 
     return app
 

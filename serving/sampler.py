@@ -83,6 +83,52 @@ def recipe_noise(
     return feeds
 
 
+def walk_noise(
+    sizes,
+    rec_noise: np.ndarray,
+    seed: int,
+    frames: int,
+    start_scale: int,
+    alpha: float = 0.1,
+    beta: float = 0.9,
+    scale_h: float = 1.0,
+    scale_v: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Graph inputs for ``frames`` animation frames (the batch axis is time).
+
+    The animation recipe of ``singan_tf.applications.walk_noise``: scales
+    n >= ``start_scale`` keep one draw of the noise recipe (``seed``, batch 1);
+    scales below follow a momentum random walk pulled toward the
+    reconstruction noise z_rec, ``z_t = alpha z_rec + (1 - alpha) (z_{t-1} +
+    beta (z_{t-1} - z_{t-2}) + (1 - beta) eps_t)`` from z_rec, with eps drawn
+    by ``numpy.random.default_rng([seed, 0xA417])`` scale by scale, frame by
+    frame (one channel at scale 0), all in float32.
+    """
+    if frames < 2:
+        raise SamplerError("frames must be >= 2")
+    if not 1 <= start_scale <= len(sizes):
+        raise SamplerError(f"animation start scale must be in 1..{len(sizes)}")
+    if not (0.0 <= alpha <= 1.0 and 0.0 <= beta < 1.0):
+        raise SamplerError("alpha must be in [0, 1] and beta in [0, 1)")
+    fixed = recipe_noise(sizes, rec_noise, seed, 1, scale_h, scale_v)
+    feeds = {name: np.repeat(z, frames, axis=0) for name, z in fixed.items()}
+    rng = np.random.default_rng([seed, 0xA417])
+    for n, (h, w) in enumerate(noise_sizes(sizes, scale_h, scale_v)[:start_scale]):
+        if n == 0:
+            z_rec = rec_noise[0] if (h, w) == rec_noise.shape[1:3] else _resize_bilinear(rec_noise, (h, w))[0]
+        else:
+            z_rec = np.zeros((h, w, 3), np.float32)
+        z_prev = z_prev2 = z_rec
+        walk = np.empty((frames, *z_rec.shape), np.float32)
+        for t in range(frames):
+            eps = rng.standard_normal(z_rec.shape, dtype=np.float32)
+            z = alpha * z_rec + (1 - alpha) * (z_prev + beta * (z_prev - z_prev2) + (1 - beta) * eps)
+            walk[t] = z
+            z_prev2, z_prev = z_prev, z
+        feeds[f"z_{n}"] = np.repeat(walk, 3, axis=-1) if walk.shape[-1] == 1 else walk
+    return feeds
+
+
 class Sampler:
     """An exported pyramid (``NAME.onnx``) ready to draw samples.
 
@@ -132,6 +178,21 @@ class Sampler:
     ) -> dict[str, np.ndarray]:
         """The graph inputs for ``n`` samples, following the metadata's noise recipe."""
         return recipe_noise(self.sizes, self.rec_noise, seed, n, scale_h, scale_v, start_scale)
+
+    def walk(
+        self,
+        seed: int,
+        frames: int,
+        start_scale: int,
+        alpha: float = 0.1,
+        beta: float = 0.9,
+        scale_h: float = 1.0,
+        scale_v: float = 1.0,
+    ) -> dict[str, np.ndarray]:
+        """The graph inputs of an animation's frames (see ``walk_noise``)."""
+        return walk_noise(
+            self.sizes, self.rec_noise, seed, frames, start_scale, alpha, beta, scale_h, scale_v
+        )
 
     def generate(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on given noise; float32 [n, H, W, 3] in about [-1, 1]."""

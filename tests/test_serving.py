@@ -26,6 +26,20 @@ def test_same_samples_as_the_tf_sampler(pyramid, onnx_path, scale_h, scale_v, st
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # float parity 1e-4, then rounding
 
 
+@pytest.mark.parametrize(("start", "scale_h"), [(1, 1.0), (2, 1.5)])
+def test_animation_walk_is_the_tf_samplers(pyramid, onnx_path, start, scale_h):
+    from singan_tf.applications import walk_noise
+
+    frames = 4
+    walk = Sampler(onnx_path).walk(seed=9, frames=frames, start_scale=start, scale_h=scale_h)
+    expected = walk_noise(pyramid, frames, start, seed=9, scale_h=scale_h)
+    assert list(walk) == [f"z_{n}" for n in range(pyramid.num_scales)]
+    for n, z in enumerate(expected):
+        z3 = np.repeat(z, 3, axis=-1) if z.shape[-1] == 1 else z
+        # Bitwise but for z*'s resize at scale 0 (numpy here, TF there).
+        np.testing.assert_allclose(walk[f"z_{n}"], z3, rtol=0, atol=1e-5 if n == 0 else 0)
+
+
 def test_runs_without_tensorflow(onnx_path):
     code = (
         "import sys, serving; s = serving.Sampler(sys.argv[1]); x = s.sample(seed=1, n=2, scale_h=2.0); "

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from serving import Sampler
@@ -88,3 +89,93 @@ def test_page_shows_samples(browser, live_server, onnx_path, tmp_path):
         browser.find_element(By.ID, "go").click()
         wait.until(lambda d: len(loaded_images(d)) == 8)
         browser.save_screenshot(os.environ["SINGAN_TF_SCREENSHOT"])
+
+
+def _page_call(driver, expression: str):
+    """Await a promise on the page (``window.singan``) and return its value."""
+    return driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"Promise.resolve({expression}).then(done, (e) => done({{error: String(e)}}));"
+    )
+
+
+def _canvas_sizes(driver) -> list[tuple[int, int]]:
+    script = "return [...document.querySelectorAll('canvas.sample')].map(c => [c.width, c.height]);"
+    return [tuple(s) for s in driver.execute_script(script)]
+
+
+def test_the_browser_sampler_matches_serving(browser, live_server, onnx_path, tmp_path):
+    """/browser/ runs the model in the page (onnxruntime-web) on the exported noise recipe."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    sampler = Sampler(onnx_path)
+    browser.set_script_timeout(120)
+    browser.get(live_server + "/browser/")
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: "ms per sample" in d.find_element(By.ID, "status").text, "no samples drawn")
+    h, w = sampler.output_size()
+    assert _canvas_sizes(browser) == [(w, h)] * 4
+    # Cross-origin isolated, so onnxruntime-web runs WebAssembly threads.
+    assert browser.execute_script("return self.crossOriginIsolated") is True
+
+    for seed, scale_h, scale_v, start in ((0, 1.0, 1.0, 0), (7, 2.0, 1.0, 0), (11, 1.5, 0.7, 1)):
+        got = _page_call(browser, f"window.singan.generate({seed}, {scale_h}, {scale_v}, {start})")
+        assert "error" not in got, got
+        expected = sampler.generate(sampler.noise(seed, 1, scale_h, scale_v, start))
+        image = np.asarray(got["data"], np.float32).reshape(got["dims"])
+        assert image.shape == expected.shape
+        np.testing.assert_allclose(image, expected, atol=1e-3)
+
+    # Animation: a frame of the walk equals serving's walk through the same graph.
+    got = _page_call(browser, "window.singan.frame(3, 4, 1, 2)")
+    assert "error" not in got, got
+    expected = sampler.generate(sampler.walk(seed=3, frames=4, start_scale=1))[2:3]
+    np.testing.assert_allclose(np.asarray(got["data"], np.float32).reshape(got["dims"]), expected, atol=1e-3)
+
+    # The form: 2x wider samples, then an animation.
+    for field, value in (("count", "2"), ("scale_h", "2"), ("seed", "5")):
+        element = browser.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(value)
+    browser.find_element(By.ID, "go").click()
+    h2, w2 = sampler.output_size(scale_h=2.0)
+    status = browser.find_element(By.ID, "status")
+    wait.until(lambda d: _canvas_sizes(d) == [(w2, h2)] * 2 and "2 samples" in status.text, "no wide samples")
+    browser.find_element(By.ID, "animate").click()
+    frames = browser.find_element(By.ID, "frames")
+    frames.clear()
+    frames.send_keys("3")
+    browser.find_element(By.ID, "go").click()
+    wait.until(lambda d: "3 frames on wasm" in status.text, "no animation")
+    assert _canvas_sizes(browser) == [(w2, h2)]
+    shot = tmp_path / "browser.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_the_browser_page_works_from_a_plain_folder(browser, onnx_path, tmp_path):
+    """``python -m serving.page OUT --models DIR`` under any static server (here http.server)."""
+    import functools
+    import http.server
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from serving.page import main as page_main
+
+    assert page_main([str(tmp_path / "site"), "--models", str(onnx_path.parent)]) == 0
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
+        status = browser.find_element(By.ID, "status")
+        WebDriverWait(browser, 120).until(lambda d: "ms per sample" in status.text, "no samples drawn")
+        h, w = Sampler(onnx_path).output_size()
+        assert _canvas_sizes(browser) == [(w, h)] * 4
+        # A plain server sends no isolation headers: one WebAssembly thread, same images.
+        assert "(1 thread)" in status.text
+    finally:
+        server.shutdown()
