@@ -7,14 +7,14 @@ import sys
 from importlib.util import find_spec
 
 from singan_tf.errors import ConfigError, SinganError
-from singan_tf.preflight import import_tensorflow, trained_manifest
+from singan_tf.preflight import ArgumentParser, import_tensorflow, trained_manifest
 
 # What each format needs beyond TensorFlow (the export extra).
 FORMATS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx"), "onnx-int8": ("tf2onnx", "onnx", "onnxruntime")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser = ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("run_dir", help="a run directory written by singan_tf.train")
     parser.add_argument("--out", "-o", required=True, help="export folder")
     parser.add_argument("--name", default="singan", help="model name (TF Serving model and file name)")

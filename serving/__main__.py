@@ -11,6 +11,7 @@ import argparse
 import sys
 from importlib.util import find_spec
 
+from serving.cli import ArgumentParser
 from serving.rest import Limits
 from serving.sampler import SamplerError
 
@@ -19,7 +20,7 @@ ENDPOINT_MODULES = ("uvicorn", "fastapi", "onnxruntime")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
     p.add_argument("--models", required=True, help="folder written by `python -m export RUN --out DIR`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501, as TF Serving's REST port)")
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) <= 0 or (name == "port" and args.port > 65535):
             return _fail(f"--{name.replace('_', '-')} must be positive")
     if any(find_spec(module) is None for module in ENDPOINT_MODULES):
-        return _fail("the HTTP endpoint needs the serving extra: pip install 'singan-tf[serving]'")
+        return _fail(
+            "the HTTP endpoint needs the serving extra: pip install 'singan-tf[serving]' (or singan-serving)"
+        )
     from serving.models import discover
 
     try:

@@ -14,13 +14,13 @@ and copies the files the page loads into ``serving/static/ort/``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from importlib import resources
 from pathlib import Path
 
+from serving.cli import ArgumentParser
 from serving.sampler import SamplerError
 
 STATIC = Path(str(resources.files("serving").joinpath("static")))
@@ -80,7 +80,7 @@ def write_page(out: str | Path, models_dir: str | Path | None = None) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving.page", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m serving.page", description=__doc__.splitlines()[0])
     p.add_argument("out", help="folder to write the page to")
     p.add_argument("--models", help="folder written by `python -m export RUN --out DIR` (optional)")
     args = p.parse_args(argv)

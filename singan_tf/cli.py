@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
-from singan_tf.preflight import import_tensorflow, manifest_path, read_manifest, trained_manifest
+from singan_tf.preflight import (
+    ArgumentParser,
+    import_tensorflow,
+    manifest_path,
+    read_manifest,
+    trained_manifest,
+)
 
 log = logging.getLogger("singan_tf")
 
@@ -713,7 +719,7 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) 
 
 def command_main(name: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m singan_tf.<name>``."""
-    parser = argparse.ArgumentParser(prog=f"python -m singan_tf.{name}", description=COMMANDS[name][0])
+    parser = ArgumentParser(prog=f"python -m singan_tf.{name}", description=COMMANDS[name][0])
     _add_command(parser, name)
     return _parse_and_run(parser, argv)
 
@@ -722,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``singan-tf`` / ``python -m singan_tf``."""
     from singan_tf import __version__
 
-    parser = argparse.ArgumentParser(prog="singan-tf", description="SinGAN in TensorFlow / Keras")
+    parser = ArgumentParser(prog="singan-tf", description="SinGAN in TensorFlow / Keras")
     parser.add_argument("--version", action="version", version=f"singan-tf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _, _) in COMMANDS.items():

@@ -8,17 +8,28 @@ loads TensorFlow without the lines its C++ side prints while it starts.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 from singan_tf.errors import InputError
 
 MANIFEST = "pyramid.json"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are one line, like every other mistake (usage: --help).
+
+    Sub-command parsers inherit it (``add_subparsers`` builds them with this class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def manifest_path(run_dir: str | os.PathLike) -> Path:

@@ -122,6 +122,27 @@ INJECT = ["--inject-scale", "1", "--out", "{out}.png"]
             "serving: error: {missing}: no such folder (export a run with `python -m export RUN --out DIR`)",
         ),
         (["serving", "--models", "{dir}", "--port", "0"], "serving: error: --port must be positive"),
+        (
+            ["serving.page", "{out}", "--models", "{missing}"],
+            "serving.page: error: {missing}: no such folder",
+        ),
+        # Usage mistakes: argparse's own, also one line (the usage is behind --help).
+        (
+            ["singan_tf.sample", "{norun}", "--num", "abc"],
+            "python -m singan_tf.sample: error: argument --num/-n: invalid int value: 'abc' (see --help)",
+        ),
+        (
+            ["singan_tf", "sample"],
+            "singan-tf sample: error: the following arguments are required: run_dir (see --help)",
+        ),
+        (
+            ["export", "{norun}"],
+            "python -m export: error: the following arguments are required: --out/-o (see --help)",
+        ),
+        (
+            ["serving", "--models", "{dir}", "--port", "x"],
+            "python -m serving: error: argument --port: invalid int value: 'x' (see --help)",
+        ),
     ],
 )
 def test_a_mistake_is_one_line_before_tensorflow_loads(files, command, line):
@@ -137,7 +158,10 @@ def test_a_real_terminal_sees_the_same_one_line(files):
 
 
 EXPORT_EXTRA = "export: error: ONNX export needs the export extra: pip install 'singan-tf[export]'"
-SERVING_EXTRA = "serving: error: the HTTP endpoint needs the serving extra: pip install 'singan-tf[serving]'"
+SERVING_EXTRA = (
+    "serving: error: the HTTP endpoint needs the serving extra: "
+    "pip install 'singan-tf[serving]' (or singan-serving)"
+)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import venv
@@ -32,8 +33,12 @@ def _python(env_dir: Path) -> Path:
 def serving_venv(tmp_path_factory) -> Path:
     env_dir = tmp_path_factory.mktemp("serving-venv")
     venv.create(env_dir, with_pip=True, system_site_packages=False)
+    # A copy of the repository's serving/ folder: building in place would leave build/ in the clone.
+    source = tmp_path_factory.mktemp("source") / "serving"
+    skip = shutil.ignore_patterns("build", "*.egg-info", "node_modules", "__pycache__")
+    shutil.copytree(ROOT / "serving", source, ignore=skip)
     result = subprocess.run(
-        [_python(env_dir), "-m", "pip", "install", "-q", "--disable-pip-version-check", ROOT / "serving"],
+        [_python(env_dir), "-m", "pip", "install", "-q", "--disable-pip-version-check", source],
         capture_output=True,
         text=True,
         timeout=600,
