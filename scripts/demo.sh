@@ -9,4 +9,5 @@ out="runs/demo-$(date +%Y%m%d-%H%M%S)"
 .venv/bin/python -m export "$out" --out "$out/export" --name rocket
 echo "run directory: $out (samples in $out/samples, SavedModel + ONNX in $out/export," \
   "TensorBoard: .venv/bin/tensorboard --logdir $out/logs)"
-echo "browse samples: .venv/bin/python -m serving --models $out/export  (then open http://127.0.0.1:8501/)"
+echo "browse samples: .venv/bin/python -m serving --models $out/export  (then open http://127.0.0.1:8501/," \
+  "or http://127.0.0.1:8501/browser/ to sample in the browser)"

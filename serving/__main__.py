@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in models.values():
         h, w = m.sampler.output_size()
         print(f"serving: {m.name} v{m.version} ({m.sampler.num_scales} scales, {h}x{w}) from {m.path}")
-    print(f"serving: page at http://{args.host}:{args.port}/", flush=True)
+    print(f"serving: page at http://{args.host}:{args.port}/ (in-browser sampler: /browser/)", flush=True)
     uvicorn.run(
         create_app(models, limits, args.concurrency),
         host=args.host,
