@@ -6,6 +6,7 @@ import argparse
 import sys
 from importlib.util import find_spec
 
+from export.api import check_name, export_run
 from singan_tf.errors import ConfigError, SinganError
 from singan_tf.preflight import ArgumentParser, import_tensorflow, trained_manifest
 
@@ -25,10 +26,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check(args: argparse.Namespace, formats: tuple[str, ...]) -> None:
-    """What can be checked before TensorFlow loads: formats, their extra, the run directory."""
+    """What can be checked before TensorFlow loads: options, formats' extra, the run directory."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ConfigError(f"unknown format(s) {', '.join(unknown)}; use {', '.join(FORMATS)}")
+    check_name(args.name)
     if args.version is not None and args.version < 1:
         raise ConfigError("--version must be >= 1")
     if any(find_spec(module) is None for f in formats for module in FORMATS[f]):
@@ -42,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check(args, formats)
         import_tensorflow(args.verbose)
-        from export.api import export_run
-
         written = export_run(args.run_dir, args.out, args.name, args.version, formats)
     except SinganError as err:
         print(f"export: error: {err}", file=sys.stderr)

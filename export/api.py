@@ -1,4 +1,8 @@
-"""Export functions: SavedModel for TF Serving, ONNX for onnxruntime, metadata JSON."""
+"""Export functions: SavedModel for TF Serving, ONNX for onnxruntime, metadata JSON.
+
+TensorFlow (with the graph and the run loader) is imported by the functions that
+use it, so ``python -m export`` checks a model name here before it loads.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,16 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
-from export.graph import PyramidModule, noise_specs
 from singan_tf import __version__
 from singan_tf.errors import InputError
 from singan_tf.images import atomic_write_bytes
-from singan_tf.rundir import load_pyramid
-from singan_tf.sampling import Pyramid
+
+if TYPE_CHECKING:
+    from singan_tf.sampling import Pyramid
 
 METADATA_KEY = "singan_tf"
 DEFAULT_OPSET = 17
@@ -38,7 +41,8 @@ def graph_feeds(noises) -> dict[str, np.ndarray]:
     return {f"z_{n}": np.repeat(z, 3, axis=-1) if z.shape[-1] == 1 else z for n, z in enumerate(noises)}
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
+    """A model name usable as a TF Serving model and a file name."""
     if not NAME_RE.match(name):
         raise InputError(f"model name {name!r} must be letters, digits, '_', '.', '-'")
     return name
@@ -100,7 +104,12 @@ def to_saved_model(
     A new version is added (N+1 by default); an existing version is never
     touched. Returns the version directory.
     """
-    name = _check_name(name)
+    import tensorflow as tf
+
+    from export.graph import PyramidModule
+    from singan_tf.rundir import load_pyramid
+
+    name = check_name(name)
     pyramid = load_pyramid(run_dir)
     base = Path(out_dir) / "savedmodel"
     model_dir = base / name
@@ -133,7 +142,10 @@ def to_onnx(
     import onnx
     import tf2onnx
 
-    name = _check_name(name)
+    from export.graph import PyramidModule, noise_specs
+    from singan_tf.rundir import load_pyramid
+
+    name = check_name(name)
     pyramid = load_pyramid(run_dir)
     module = PyramidModule(pyramid)
     model, _ = tf2onnx.convert.from_function(
@@ -165,7 +177,9 @@ def to_onnx_int8(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    name = _check_name(name)
+    from singan_tf.rundir import load_pyramid
+
+    name = check_name(name)
     out = Path(out_dir)
     fp32 = out / f"{name}.onnx"
     if not fp32.is_file():

@@ -26,7 +26,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -40,7 +39,8 @@ from singan_tf.config import TrainConfig
 from singan_tf.errors import ConfigError, InputError
 from singan_tf.images import atomic_write_bytes, publish, to_uint8
 from singan_tf.models import PatchCritic, ScaleGenerator, build_generator
-from singan_tf.pyramid import Size, downscale, noise_sizes, upsample
+from singan_tf.preflight import check_animation_path, check_walk
+from singan_tf.pyramid import SR_ALPHA, Size, downscale, noise_sizes, sr_config, sr_steps, upsample
 from singan_tf.runtime import Choice, dtype_policy, resolve_precision, training_graph_options
 from singan_tf.sampling import Pyramid, run_pyramid
 from singan_tf.training import (
@@ -325,23 +325,8 @@ def edit(
 
 
 # -- super-resolution --------------------------------------------------------
-SR_ALPHA = 100.0  # reconstruction weight of the SR setting
-SR_STEP = 2 ** (1 / 3)  # upsampling per step the paper starts from
-
-
-def sr_steps(factor: float) -> tuple[int, float]:
-    """(k, r): k steps of 1/r with ``r**-k == factor`` exactly and r close to 2^(-1/3)."""
-    if not factor > 1.0:
-        raise ConfigError(f"--factor must be > 1, got {factor:g}")
-    k = max(1, round(math.log(factor) / math.log(SR_STEP)))
-    return k, factor ** (-1.0 / k)
-
-
-def sr_config(base: TrainConfig, factor: float, alpha: float = SR_ALPHA) -> TrainConfig:
-    """``base`` with the SR settings: reconstruction weight ``alpha``, scale factor r of ``sr_steps``."""
-    return base.replace(alpha=alpha, scale_factor=sr_steps(factor)[1])
-
-
+# SR_ALPHA, sr_steps and sr_config (the SR pyramid's settings) are arithmetic, in singan_tf.pyramid:
+# the CLI checks --factor and the pyramid they give before TensorFlow loads.
 def train_sr(
     config: TrainConfig,
     image: np.ndarray,
@@ -402,12 +387,7 @@ def walk_noise(
     ``z_t = alpha * z_rec + (1 - alpha) * (z_{t-1} + beta * (z_{t-1} - z_{t-2}) + (1 - beta) * eps_t)``,
     starting at z_rec. Scales n >= K keep one fixed noise draw.
     """
-    if frames < 2:
-        raise ConfigError("--frames must be >= 2")
-    if not 1 <= start_scale <= pyramid.num_scales:
-        raise ConfigError(f"animation start scale must be in 1..{pyramid.num_scales}, got {start_scale}")
-    if not (0.0 <= alpha <= 1.0 and 0.0 <= beta < 1.0):
-        raise ConfigError("--alpha must be in [0, 1] and --beta in [0, 1)")
+    check_walk(frames, start_scale, pyramid.num_scales, alpha, beta)
     sizes = noise_sizes(pyramid.sizes, scale_h, scale_v)
     fixed = pyramid.noise(seed, 1, scale_h, scale_v)
     rec = pyramid.rec_noises(sizes)
@@ -434,25 +414,6 @@ def animate(pyramid: Pyramid, frames: int, start_scale: int, batch_size: int = 8
         for t in range(0, frames, batch_size)
     ]
     return np.concatenate(out, axis=0)
-
-
-ANIMATION_FORMATS = (".gif", ".mp4")
-
-
-def check_animation_path(path: str | os.PathLike) -> Path:
-    """The output path, if its format can be written here (MP4 needs imageio-ffmpeg)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in ANIMATION_FORMATS:
-        raise ConfigError(f"{path.name}: animations are written as {' or '.join(ANIMATION_FORMATS)}")
-    if suffix == ".mp4":
-        try:
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or write a .gif"
-            ) from None
-    return path
 
 
 def _gif_bytes(frames: np.ndarray, fps: float) -> bytes:

@@ -21,10 +21,15 @@ from pathlib import Path
 from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
 from singan_tf.preflight import (
     ArgumentParser,
+    check_animation_path,
+    check_injection_scale,
+    check_start_scale,
+    check_walk,
     import_tensorflow,
     manifest_path,
     read_manifest,
     trained_manifest,
+    trained_scales,
 )
 
 log = logging.getLogger("singan_tf")
@@ -236,19 +241,22 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: no run to resume")
     path = Path(args.image) if args.image else (None if existing else bundled_image())
     image = load_image(path) if path else None  # a resumed run trains on the image it stored
+    from singan_tf.pyramid import PyramidGeometry
+
+    if existing:
+        geometry = PyramidGeometry.from_dict(manifest["geometry"])
+    else:
+        geometry = new_geometry(config, image, path.name)
     _load_tensorflow(args)
     from singan_tf.images import contact_sheet, save_image
-    from singan_tf.pyramid import PyramidGeometry
     from singan_tf.rundir import RunDir
     from singan_tf.runtime import check_memory
 
     run = RunDir(out)
     if existing:
         config = resumed_config(args, run.read_config())
-        geometry = PyramidGeometry.from_dict(manifest["geometry"])
         log.info("resuming %s: %d of %d scales finished", run.path, done, total)
     else:
-        geometry = new_geometry(config, image, path.name)
         first, last = config.scale_iters(0), config.scale_iters(geometry.num_scales - 1)
         log.info(
             "training %d scales on %s (%s preset, %s iterations per scale) into %s",
@@ -286,13 +294,17 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", help="output folder (default RUN_DIR/samples/<settings>)")
 
 
+def _check_sample_size(args: argparse.Namespace) -> None:
+    if args.scale_h <= 0 or args.scale_v <= 0:
+        raise ConfigError("--scale-h and --scale-v must be > 0")
+
+
 @_guarded
 def run_sample(args: argparse.Namespace) -> int:
     if args.num < 1 or args.batch_size < 1:
         raise ConfigError("--num and --batch-size must be >= 1")
-    if args.scale_h <= 0 or args.scale_v <= 0:
-        raise ConfigError("--scale-h and --scale-v must be > 0")
-    trained_manifest(args.run_dir)
+    _check_sample_size(args)
+    check_start_scale(args.start_scale, trained_scales(args.run_dir))
     _load_tensorflow(args)
     from singan_tf.images import contact_sheet, save_image
     from singan_tf.rundir import load_pyramid
@@ -332,14 +344,17 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.num < 2:
         raise ConfigError("--num must be >= 2 (diversity compares samples)")
-    trained_manifest(args.run_dir)
+    check_start_scale(args.start_scale, trained_scales(args.run_dir))
+    from singan_tf import metrics
+
+    if args.inception_weights:
+        metrics.check_inception_weights(args.inception_weights)
     _load_tensorflow(args)
     import json
 
     import numpy as np
     import tensorflow as tf
 
-    from singan_tf import metrics
     from singan_tf.images import atomic_write_bytes
     from singan_tf.rundir import RunDir, load_pyramid
 
@@ -443,7 +458,7 @@ def run_paint2image(args: argparse.Namespace) -> int:
     from singan_tf.images import load_image, save_image
 
     paint = load_image(args.image)
-    trained_manifest(args.run_dir)
+    check_injection_scale(args.inject_scale, trained_scales(args.run_dir))
     _load_tensorflow(args)
     from singan_tf.applications import paint2image
     from singan_tf.rundir import load_pyramid
@@ -460,7 +475,7 @@ def _run_blend(args: argparse.Namespace, task: str) -> int:
 
     image = load_image(args.image)
     mask = load_mask(args.mask) if args.mask else None
-    trained_manifest(args.run_dir)
+    check_injection_scale(args.inject_scale, trained_scales(args.run_dir))
     _load_tensorflow(args)
     import numpy as np
 
@@ -469,7 +484,6 @@ def _run_blend(args: argparse.Namespace, task: str) -> int:
 
     run = RunDir(args.run_dir)
     pyramid = load_pyramid(run.path)
-    pyramid.check_injection_scale(args.inject_scale)
     critics = load_nets(run, pyramid.config, pyramid.num_scales, critics=True) if args.fine_tune else None
     result = getattr(applications, task)(
         pyramid,
@@ -530,22 +544,19 @@ def _train_sr(args: argparse.Namespace):
         raise ConfigError("sr derives the scale factor from --factor; leave --scale-factor out")
     base = config_from_args(args)
     from singan_tf.images import load_image
+    from singan_tf.pyramid import SR_ALPHA, PyramidGeometry, sr_config
 
     image = load_image(args.source)
-    _load_tensorflow(args)
-    from singan_tf.applications import SR_ALPHA, sr_config
-    from singan_tf.pyramid import PyramidGeometry
-    from singan_tf.rundir import RunDir
-
     config = sr_config(base, args.factor, SR_ALPHA if args.alpha is None else args.alpha)
-    run = RunDir(args.out)
+    out = Path(args.out)
+    existing = manifest_path(out).is_file()
     complete = False
-    if run.exists():
-        manifest = run.read_manifest()
+    if existing:
+        manifest = read_manifest(out)
         geometry = PyramidGeometry.from_dict(manifest["geometry"])
         complete = len(manifest["scales"]) == geometry.num_scales
         if complete:
-            log.info("%s already holds this SR run; only upsampling", run.path)
+            log.info("%s already holds this SR run; only upsampling", out)
     else:
         geometry = new_geometry(config, image, Path(args.source).name)
         log.info(
@@ -554,14 +565,18 @@ def _train_sr(args: argparse.Namespace):
             config.alpha,
             config.scale_factor,
             geometry.scale_factor,
-            run.path,
+            out,
         )
+    _load_tensorflow(args)
+    from singan_tf.rundir import RunDir
+
+    run = RunDir(out)
     if not complete:  # training's thread pools; upsampling alone keeps TensorFlow's
         from singan_tf.runtime import check_memory
 
         check_memory(config, geometry)
         _configure_threads(args, config, geometry)
-    result = train_with_feedback(config, image, run, geometry, run.exists(), not args.no_progress)
+    result = train_with_feedback(config, image, run, geometry, existing, not args.no_progress)
     return result.pyramid, run.read_image(), run.path / f"sr_x{args.factor:g}.png"
 
 
@@ -569,6 +584,9 @@ def _train_sr(args: argparse.Namespace):
 def run_sr(args: argparse.Namespace) -> int:
     if args.noise_scale < 0:
         raise ConfigError("--noise-scale must be >= 0")
+    from singan_tf.pyramid import SR_ALPHA, sr_steps
+
+    k, r = sr_steps(args.factor)
     source = Path(args.source)
     if source.is_dir():
         given = sorted(OPTION_NAMES.get(f, f) for f in explicit_overrides(args) if f != "seed")
@@ -578,13 +596,11 @@ def run_sr(args: argparse.Namespace) -> int:
             )
         trained_manifest(source)
         _load_tensorflow(args)
-        from singan_tf.applications import SR_ALPHA, sr_steps
         from singan_tf.rundir import RunDir, load_pyramid
 
         pyramid = load_pyramid(source)
         image = RunDir(source).read_image()
         out = Path(args.out) if args.out else source / f"sr_x{args.factor:g}.png"
-        r = sr_steps(args.factor)[1]
         config = pyramid.config
         if config.alpha != SR_ALPHA or abs(config.scale_factor - r) > 1e-6:
             log.info(
@@ -599,10 +615,9 @@ def run_sr(args: argparse.Namespace) -> int:
             )
     else:
         pyramid, image, out = _train_sr(args)
-    from singan_tf.applications import sr_steps, super_resolve
+    from singan_tf.applications import super_resolve
     from singan_tf.images import save_image
 
-    k, r = sr_steps(args.factor)
     result = super_resolve(pyramid, image, args.factor, args.seed or 0, args.noise_scale)
     (h, w), (h2, w2) = image.shape[:2], result.shape[:2]
     _wrote([save_image(result, out)], f"{w}x{h} -> {w2}x{h2} (x{args.factor:g} in {k} steps of {1 / r:.4f})")
@@ -631,12 +646,13 @@ def add_animate_arguments(p: argparse.ArgumentParser) -> None:
 def run_animate(args: argparse.Namespace) -> int:
     if args.fps <= 0:
         raise ConfigError("--fps must be > 0")
-    trained_manifest(args.run_dir)
+    _check_sample_size(args)
+    check_animation_path(args.out)
+    check_walk(args.frames, args.start_scale, trained_scales(args.run_dir), args.alpha, args.beta)
     _load_tensorflow(args)
-    from singan_tf.applications import animate, check_animation_path, write_animation
+    from singan_tf.applications import animate, write_animation
     from singan_tf.rundir import load_pyramid
 
-    check_animation_path(args.out)
     walk = {
         "alpha": args.alpha,
         "beta": args.beta,

@@ -208,6 +208,12 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 SIFID_LAYER_CHANNELS = 192
 
 
+def check_inception_weights(weights: str | os.PathLike) -> None:
+    """The weights file exists (``evaluate`` asks before TensorFlow loads)."""
+    if not os.path.isfile(weights):
+        raise InputError(f"{weights}: no such Inception-V3 weights file")
+
+
 def inception_features(weights: str | os.PathLike | None):
     """Inception-V3 up to the layer before its second max-pool (192 channels).
 
@@ -215,10 +221,10 @@ def inception_features(weights: str | os.PathLike | None):
     ImageNet, without top). ``None`` gives random weights: only for tests of
     the plumbing, never for reported numbers.
     """
+    if weights is not None:
+        check_inception_weights(weights)
     import keras
 
-    if weights is not None and not os.path.isfile(weights):
-        raise InputError(f"{weights}: no such Inception-V3 weights file")
     net = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(None, None, 3))
     if weights is not None:
         try:

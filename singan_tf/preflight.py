@@ -1,9 +1,12 @@
 """What a command does before TensorFlow loads, and the quiet load itself.
 
 Loading TensorFlow takes seconds, so the CLIs check their options and
-inputs first: images with ``singan_tf.images`` (numpy and Pillow), run
-directories here (the standard library only). ``import_tensorflow`` then
-loads TensorFlow without the lines its C++ side prints while it starts.
+inputs first: images with ``singan_tf.images`` (numpy and Pillow), a new
+pyramid with ``singan_tf.pyramid`` (its geometry is arithmetic), run
+directories and the options whose range depends on a run here (the standard
+library only; the library raises the same errors through these functions).
+``import_tensorflow`` then loads TensorFlow without the lines its C++ side
+prints while it starts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from singan_tf.errors import InputError
+from singan_tf.errors import ConfigError, InputError
 
 MANIFEST = "pyramid.json"
 
@@ -58,6 +61,55 @@ def trained_manifest(run_dir: str | os.PathLike, allow_partial: bool = False) ->
             "resume it with `python -m singan_tf.train --resume`"
         )
     return manifest
+
+
+def trained_scales(run_dir: str | os.PathLike) -> int:
+    """The number of scales of a run whose training finished (``trained_manifest``'s checks)."""
+    return len(trained_manifest(run_dir)["geometry"]["sizes"])
+
+
+# -- options whose range is the run's scales (N + 1 of them: 0..N) ----------------
+def _check_scale(what: str, scale: int, first: int, last: int) -> None:
+    if not first <= scale <= last:
+        raise ConfigError(f"{what} must be in {first}..{last}, got {scale}")
+
+
+def check_start_scale(start_scale: int, num_scales: int) -> None:
+    """Sampling's first random scale, 0..N: the scales below follow the reconstruction."""
+    _check_scale("start scale", start_scale, 0, num_scales - 1)
+
+
+def check_injection_scale(scale: int, num_scales: int) -> None:
+    """Injection's K, 1..N: an image replaces out_{K-1} and scales K..N run."""
+    _check_scale("injection scale", scale, 1, num_scales - 1)
+
+
+def check_walk(frames: int, start_scale: int, num_scales: int, alpha: float, beta: float) -> None:
+    """An animation's random walk (``applications.walk_noise``): K in 1..N+1, the scales whose noise moves."""
+    if frames < 2:
+        raise ConfigError("--frames must be >= 2")
+    _check_scale("animation start scale", start_scale, 1, num_scales)
+    if not (0.0 <= alpha <= 1.0 and 0.0 <= beta < 1.0):
+        raise ConfigError("--alpha must be in [0, 1] and --beta in [0, 1)")
+
+
+ANIMATION_FORMATS = (".gif", ".mp4")
+
+
+def check_animation_path(path: str | os.PathLike) -> Path:
+    """The output path, if its format can be written here (MP4 needs imageio-ffmpeg)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ANIMATION_FORMATS:
+        raise ConfigError(f"{path.name}: animations are written as {' or '.join(ANIMATION_FORMATS)}")
+    if suffix == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or write a .gif"
+            ) from None
+    return path
 
 
 def import_tensorflow(verbose: bool = False) -> ModuleType:

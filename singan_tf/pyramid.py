@@ -10,18 +10,25 @@ Two resizes exist on purpose:
   (half-pixel centres, no antialiasing): the reference code uses bicubic,
   but bicubic converts to ONNX with ~3e-4 drift and runs ~5x slower in
   onnxruntime, while bilinear round-trips at ~1e-6.
+
+The geometry (``pyramid_geometry``, ``noise_sizes``, the SR settings) is
+arithmetic; only the resizes import TensorFlow, so the CLIs check an
+image's pyramid before TensorFlow loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from singan_tf.config import TrainConfig
 from singan_tf.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 Size = tuple[int, int]
 
@@ -125,13 +132,35 @@ def geometry_for(config: TrainConfig, input_size: Size) -> PyramidGeometry:
     return pyramid_geometry(input_size, config.min_size, config.max_size, config.scale_factor)
 
 
+# Super-resolution (paper section 4) trains a pyramid whose r spans the factor in whole steps.
+SR_ALPHA = 100.0  # reconstruction weight of the SR setting
+SR_STEP = 2 ** (1 / 3)  # upsampling per step the paper starts from
+
+
+def sr_steps(factor: float) -> tuple[int, float]:
+    """(k, r): k steps of 1/r with ``r**-k == factor`` exactly and r close to 2^(-1/3)."""
+    if not factor > 1.0:
+        raise ConfigError(f"--factor must be > 1, got {factor:g}")
+    k = max(1, round(math.log(factor) / math.log(SR_STEP)))
+    return k, factor ** (-1.0 / k)
+
+
+def sr_config(base: TrainConfig, factor: float, alpha: float = SR_ALPHA) -> TrainConfig:
+    """``base`` with the SR settings: reconstruction weight ``alpha``, scale factor r of ``sr_steps``."""
+    return base.replace(alpha=alpha, scale_factor=sr_steps(factor)[1])
+
+
 def downscale(image: tf.Tensor | np.ndarray, size: Size) -> tf.Tensor:
     """Antialiased bicubic resize of an [H, W, C] or [B, H, W, C] image."""
+    import tensorflow as tf
+
     return tf.image.resize(tf.convert_to_tensor(image, tf.float32), size, method="bicubic", antialias=True)
 
 
 def working_image(image: np.ndarray, geometry: PyramidGeometry) -> np.ndarray:
     """The image resized so its longer side is at most max_size, [H1, W1, 3]."""
+    import tensorflow as tf
+
     if tuple(image.shape[:2]) == geometry.working_size:
         return np.asarray(image, np.float32)
     return tf.clip_by_value(downscale(image, geometry.working_size), -1.0, 1.0).numpy()
@@ -144,12 +173,16 @@ def build_pyramid(image: np.ndarray, geometry: PyramidGeometry) -> list[tf.Tenso
     the reference code, but in float (the reference round-trips via uint8).
     Bicubic overshoot past [-1, 1] is clipped, as uint8 storage would.
     """
+    import tensorflow as tf
+
     working = working_image(image, geometry)
     return [tf.clip_by_value(downscale(working, size), -1.0, 1.0)[tf.newaxis] for size in geometry.sizes]
 
 
 def upsample(x: tf.Tensor, size: tf.Tensor | Size) -> tf.Tensor:
     """The between-scales resize used everywhere: bilinear, half-pixel centres."""
+    import tensorflow as tf
+
     return tf.image.resize(x, size, method="bilinear", antialias=False)
 
 

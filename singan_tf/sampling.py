@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from singan_tf.config import TrainConfig
-from singan_tf.errors import ConfigError
 from singan_tf.models import ScaleGenerator
+from singan_tf.preflight import check_injection_scale, check_start_scale
 from singan_tf.pyramid import PyramidGeometry, Size, downscale, noise_sizes, upsample
 
 
@@ -134,8 +134,7 @@ class Pyramid:
         ``start_scale``; scales below ``start_scale`` then use the
         reconstruction noise instead.
         """
-        if not 0 <= start_scale < self.num_scales:
-            raise ConfigError(f"start scale must be in 0..{self.num_scales - 1}, got {start_scale}")
+        check_start_scale(start_scale, self.num_scales)
         sizes = noise_sizes(self.sizes, scale_h, scale_v)
         rng = np.random.default_rng(seed)
         noises = [
@@ -172,8 +171,7 @@ class Pyramid:
         return self.generate(self.rec_noises(self.sizes)).numpy()
 
     def check_injection_scale(self, scale: int) -> None:
-        if not 1 <= scale < self.num_scales:
-            raise ConfigError(f"injection scale must be in 1..{self.num_scales - 1}, got {scale}")
+        check_injection_scale(scale, self.num_scales)
 
     def inject(
         self,

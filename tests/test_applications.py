@@ -219,19 +219,6 @@ def test_mp4_needs_imageio_ffmpeg_or_is_written(tmp_path):
 
 
 # -- super-resolution -----------------------------------------------------------
-def test_sr_steps():
-    assert applications.sr_steps(2.0) == (3, pytest.approx(2 ** (-1 / 3)))
-    assert applications.sr_steps(4.0)[0] == 6
-    step = np.log(2 ** (1 / 3))
-    for factor in (1.5, 3.0, 4.0, 7.5):
-        k, r = applications.sr_steps(factor)
-        assert r**-k == pytest.approx(factor)
-        assert abs(-np.log(r) - step) <= step / (2 * k) + 1e-12  # the closest r to 2^(-1/3)
-    assert applications.sr_steps(1.1) == (1, pytest.approx(1 / 1.1))  # at least one step
-    with pytest.raises(ConfigError, match="--factor must be > 1"):
-        applications.sr_steps(1.0)
-
-
 @pytest.fixture(scope="module")
 def sr_run(rocket, tmp_path_factory):
     """A tiny SR run trained through the CLI on a 40x27 rocket: (low-res png, run dir)."""

@@ -44,23 +44,32 @@ def assert_one_line(r: subprocess.CompletedProcess, line: str) -> None:
     assert (r.returncode, r.stderr) == (2, line + "\n")
 
 
+def fake_run(path, sizes, finished: int):
+    """A run directory as far as the CLIs read it before TensorFlow loads: its manifest."""
+    path.mkdir()
+    manifest = {"geometry": {"sizes": sizes}, "scales": [{"scale": n} for n in range(finished)]}
+    (path / "pyramid.json").write_text(json.dumps(manifest))
+    return path
+
+
 @pytest.fixture
 def files(tmp_path):
-    """A missing file, a directory, a text file named .png, a real image, a folder without a run,
-    and a run directory whose training finished no scale."""
+    """A missing file, a directory, a text file named .png, a real image, an 8x8 image, a folder
+    without a run, a run directory whose training finished no scale, and a finished one (3 scales)."""
+    from PIL import Image
+
     (tmp_path / "folder").mkdir()
     (tmp_path / "notes.png").write_text("not a picture\n")
-    unfinished = tmp_path / "unfinished"
-    unfinished.mkdir()
-    manifest = {"geometry": {"sizes": [[25, 37], [33, 49]]}, "scales": []}
-    (unfinished / "pyramid.json").write_text(json.dumps(manifest))
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiny.png")
     return {
         "missing": tmp_path / "missing.png",
         "dir": tmp_path / "folder",
         "text": tmp_path / "notes.png",
         "image": bundled_image(),
+        "tiny": tmp_path / "tiny.png",
         "norun": tmp_path / "folder",
-        "unfinished": unfinished,
+        "unfinished": fake_run(tmp_path / "unfinished", [[25, 37], [33, 49]], finished=0),
+        "finished": fake_run(tmp_path / "finished", [[25, 37], [33, 49], [43, 64]], finished=3),
         "out": tmp_path / "out",
     }
 
@@ -73,7 +82,18 @@ UNFINISHED = (
     "singan-tf: error: {unfinished}: training finished 0 of 2 scales; "
     "resume it with `python -m singan_tf.train --resume`"
 )
-INJECT = ["--inject-scale", "1", "--out", "{out}.png"]
+
+
+def inject_at(scale: int) -> list[str]:
+    return ["--inject-scale", str(scale), "--out", "{out}.png"]
+
+
+INJECT = inject_at(1)
+TINY = (
+    "singan-tf: error: image is 8x8 (WxH); after capping the longer side at 250 its shorter side "
+    "is 8 px, but it must be larger than min_size=25 px"
+)
+ANIMATE = ["singan_tf", "animate", "{finished}", "--start-scale", "1"]
 
 
 @pytest.mark.parametrize(
@@ -85,10 +105,15 @@ INJECT = ["--inject-scale", "1", "--out", "{out}.png"]
         (["singan_tf.train", "--out", "{out}", "--iters", "0"], "singan-tf: error: --iters must be >= 1"),
         (["singan_tf.train", "--out", "{out}", "--resume"], "singan-tf: error: {out}: no run to resume"),
         (["singan_tf", "train", "{text}", "--out", "{out}"], NOT_IMAGE),
+        (["singan_tf.train", "{tiny}", "--out", "{out}"], TINY),
         (["singan_tf.tune", "{missing}"], NO_SUCH),
         (["singan_tf", "tune", "{dir}"], IS_DIR),
         (["singan_tf.sample", "{norun}"], NO_RUN),
         (["singan_tf", "sample", "{unfinished}"], UNFINISHED),
+        (
+            ["singan_tf.sample", "{finished}", "--start-scale", "99"],
+            "singan-tf: error: start scale must be in 0..2, got 99",
+        ),
         (
             ["singan_tf.sample", "{norun}", "--num", "0"],
             "singan-tf: error: --num and --batch-size must be >= 1",
@@ -98,6 +123,14 @@ INJECT = ["--inject-scale", "1", "--out", "{out}.png"]
             ["singan_tf", "evaluate", "{norun}", "--num", "1"],
             "singan-tf: error: --num must be >= 2 (diversity compares samples)",
         ),
+        (
+            ["singan_tf.evaluate", "{finished}", "--start-scale", "-1"],
+            "singan-tf: error: start scale must be in 0..2, got -1",
+        ),
+        (
+            ["singan_tf", "evaluate", "{finished}", "--inception-weights", "{missing}.h5"],
+            "singan-tf: error: {missing}.h5: no such Inception-V3 weights file",
+        ),
         (["singan_tf", "paint2image", "{norun}", "--paint", "{text}", *INJECT], NOT_IMAGE),
         (["singan_tf", "paint2image", "{norun}", "--paint", "{image}", *INJECT], NO_RUN),
         (["singan_tf", "harmonize", "{norun}", "--naive", "{dir}", *INJECT], IS_DIR),
@@ -106,10 +139,45 @@ INJECT = ["--inject-scale", "1", "--out", "{out}.png"]
             NO_SUCH,
         ),
         (["singan_tf", "edit", "{unfinished}", "--edited", "{image}", *INJECT], UNFINISHED),
+        (
+            ["singan_tf", "paint2image", "{finished}", "--paint", "{image}", *inject_at(3)],
+            "singan-tf: error: injection scale must be in 1..2, got 3",
+        ),
+        (
+            ["singan_tf", "harmonize", "{finished}", "--naive", "{image}", *inject_at(0)],
+            "singan-tf: error: injection scale must be in 1..2, got 0",
+        ),
         (["singan_tf", "sr", "{missing}", "--factor", "2", "--out", "{out}"], NO_SUCH),
         (["singan_tf", "sr", "{text}", "--factor", "2", "--out", "{out}"], NOT_IMAGE),
         (["singan_tf", "sr", "{unfinished}", "--factor", "2"], UNFINISHED),
+        (
+            ["singan_tf", "sr", "{image}", "--factor", "0.5", "--out", "{out}"],
+            "singan-tf: error: --factor must be > 1, got 0.5",
+        ),
+        (["singan_tf", "sr", "{finished}", "--factor", "1"], "singan-tf: error: --factor must be > 1, got 1"),
+        (["singan_tf", "sr", "{tiny}", "--factor", "2", "--out", "{out}"], TINY),
         (["singan_tf", "animate", "{norun}", "--start-scale", "1", "--out", "{out}.gif"], NO_RUN),
+        ([*ANIMATE, "--frames", "1", "--out", "{out}.gif"], "singan-tf: error: --frames must be >= 2"),
+        (
+            [*ANIMATE, "--alpha", "2", "--out", "{out}.gif"],
+            "singan-tf: error: --alpha must be in [0, 1] and --beta in [0, 1)",
+        ),
+        (
+            [*ANIMATE, "--beta", "1", "--out", "{out}.gif"],
+            "singan-tf: error: --alpha must be in [0, 1] and --beta in [0, 1)",
+        ),
+        (
+            [*ANIMATE, "--start-scale", "4", "--out", "{out}.gif"],
+            "singan-tf: error: animation start scale must be in 1..3, got 4",
+        ),
+        (
+            [*ANIMATE, "--scale-h", "0", "--out", "{out}.gif"],
+            "singan-tf: error: --scale-h and --scale-v must be > 0",
+        ),
+        (
+            [*ANIMATE, "--out", "{out}.avi"],
+            "singan-tf: error: out.avi: animations are written as .gif or .mp4",
+        ),
         (["export", "{norun}", "--out", "{out}"], NO_RUN.replace("singan-tf:", "export:")),
         (["export", "{unfinished}", "--out", "{out}"], UNFINISHED.replace("singan-tf:", "export:")),
         (
@@ -117,6 +185,10 @@ INJECT = ["--inject-scale", "1", "--out", "{out}.png"]
             "export: error: unknown format(s) tflite; use savedmodel, onnx, onnx-int8",
         ),
         (["export", "{norun}", "--out", "{out}", "--version", "0"], "export: error: --version must be >= 1"),
+        (
+            ["export", "{finished}", "--out", "{out}", "--name", "bad name"],
+            "export: error: model name 'bad name' must be letters, digits, '_', '.', '-'",
+        ),
         (
             ["serving", "--models", "{missing}"],
             "serving: error: {missing}: no such folder (export a run with `python -m export RUN --out DIR`)",
@@ -181,6 +253,14 @@ SERVING_EXTRA = (
 def test_export_without_its_extra(files, missing, args, line):
     r = run("export", files["norun"], "--out", files["out"], *args, missing=(*NO_TENSORFLOW, *missing))
     assert_one_line(r, line.format(**files))
+
+
+def test_animate_mp4_without_imageio_ffmpeg(files):
+    module, *args = (arg.format(**files) for arg in [*ANIMATE, "--out", "{out}.mp4"])
+    r = run(module, *args, missing=(*NO_TENSORFLOW, "imageio_ffmpeg"))
+    assert_one_line(
+        r, "singan-tf: error: writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or write a .gif"
+    )
 
 
 @pytest.mark.parametrize("module", ["uvicorn", "fastapi", "onnxruntime"])

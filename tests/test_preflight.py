@@ -1,5 +1,6 @@
-"""preflight: run directories read without TensorFlow, and TensorFlow's quiet import (shown with
-a stand-in ``tensorflow`` that writes to file descriptor 2 as the real one's C++ side does)."""
+"""preflight: run directories read without TensorFlow, the option ranges the library shares with
+the CLIs, and TensorFlow's quiet import (shown with a stand-in ``tensorflow`` that writes to file
+descriptor 2 as the real one's C++ side does)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ import sys
 
 import pytest
 
-from singan_tf.errors import InputError
-from singan_tf.preflight import read_manifest, trained_manifest
+from singan_tf.errors import ConfigError, InputError
+from singan_tf.preflight import (
+    check_animation_path,
+    check_injection_scale,
+    check_start_scale,
+    check_walk,
+    read_manifest,
+    trained_manifest,
+)
 
 IMPORT = """
 import sys
@@ -77,3 +85,25 @@ def test_manifest_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(InputError, match="training finished 1 of 2 scales"):
         trained_manifest(tmp_path)
     assert trained_manifest(tmp_path, allow_partial=True) == manifest
+
+
+def test_scale_ranges_of_a_three_scale_run():
+    # The ends of each range pass.
+    check_start_scale(0, 3)
+    check_start_scale(2, 3)
+    check_injection_scale(1, 3)
+    check_injection_scale(2, 3)
+    check_walk(2, 1, 3, alpha=0.0, beta=0.0)
+    check_walk(2, 3, 3, alpha=1.0, beta=0.99)
+    with pytest.raises(ConfigError, match=r"^start scale must be in 0\.\.2, got 3$"):
+        check_start_scale(3, 3)
+    with pytest.raises(ConfigError, match=r"^injection scale must be in 1\.\.2, got 0$"):
+        check_injection_scale(0, 3)
+    with pytest.raises(ConfigError, match=r"^animation start scale must be in 1\.\.3, got 0$"):
+        check_walk(2, 0, 3, 0.1, 0.9)
+
+
+def test_animation_formats():
+    assert check_animation_path("a/b.GIF").name == "b.GIF"
+    with pytest.raises(ConfigError, match=r"^b\.avi: animations are written as \.gif or \.mp4$"):
+        check_animation_path("a/b.avi")

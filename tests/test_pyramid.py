@@ -5,7 +5,14 @@ import pytest
 import tensorflow as tf
 
 from singan_tf.errors import ConfigError
-from singan_tf.pyramid import build_pyramid, downscale, noise_sizes, pyramid_geometry, upsample
+from singan_tf.pyramid import (
+    build_pyramid,
+    downscale,
+    noise_sizes,
+    pyramid_geometry,
+    sr_steps,
+    upsample,
+)
 
 REFERENCE_186x248 = [
     (25, 34),
@@ -114,3 +121,16 @@ def test_noise_sizes_for_any_aspect():
     assert noise_sizes(sizes, scale_v=0.5) == [(13, 34), (17, 43)]
     with pytest.raises(ConfigError):
         noise_sizes(sizes, scale_h=0)
+
+
+def test_sr_steps():
+    assert sr_steps(2.0) == (3, pytest.approx(2 ** (-1 / 3)))
+    assert sr_steps(4.0)[0] == 6
+    step = np.log(2 ** (1 / 3))
+    for factor in (1.5, 3.0, 4.0, 7.5):
+        k, r = sr_steps(factor)
+        assert r**-k == pytest.approx(factor)
+        assert abs(-np.log(r) - step) <= step / (2 * k) + 1e-12  # the closest r to 2^(-1/3)
+    assert sr_steps(1.1) == (1, pytest.approx(1 / 1.1))  # at least one step
+    with pytest.raises(ConfigError, match="--factor must be > 1"):
+        sr_steps(1.0)
