@@ -27,6 +27,7 @@ from singan_tf.preflight import (
     check_walk,
     import_tensorflow,
     manifest_path,
+    read_config,
     read_manifest,
     trained_manifest,
     trained_scales,
@@ -245,6 +246,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if existing:
         geometry = PyramidGeometry.from_dict(manifest["geometry"])
+        config = resumed_config(args, read_config(out))
     else:
         geometry = new_geometry(config, image, path.name)
     _load_tensorflow(args)
@@ -254,7 +256,6 @@ def run_train(args: argparse.Namespace) -> int:
 
     run = RunDir(out)
     if existing:
-        config = resumed_config(args, run.read_config())
         log.info("resuming %s: %d of %d scales finished", run.path, done, total)
     else:
         first, last = config.scale_iters(0), config.scale_iters(geometry.num_scales - 1)

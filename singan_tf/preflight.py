@@ -20,9 +20,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+from singan_tf.config import TrainConfig
 from singan_tf.errors import ConfigError, InputError
 
 MANIFEST = "pyramid.json"
+CONFIG = "config.json"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -61,6 +63,17 @@ def trained_manifest(run_dir: str | os.PathLike, allow_partial: bool = False) ->
             "resume it with `python -m singan_tf.train --resume`"
         )
     return manifest
+
+
+def read_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The ``TrainConfig`` a run directory was started with (its ``config.json``)."""
+    path = Path(run_dir) / CONFIG
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing (the run directory is incomplete)") from None
+    except ValueError as err:  # not UTF-8, or not JSON
+        raise InputError(f"{path}: unreadable ({err})") from None
 
 
 def trained_scales(run_dir: str | os.PathLike) -> int:

@@ -35,7 +35,7 @@ from singan_tf import __version__
 from singan_tf.config import TrainConfig
 from singan_tf.images import atomic_write_bytes, load_image, publish, save_image
 from singan_tf.models import build_critic, build_generator
-from singan_tf.preflight import manifest_path, read_manifest, trained_manifest
+from singan_tf.preflight import CONFIG, manifest_path, read_config, read_manifest, trained_manifest
 from singan_tf.pyramid import PyramidGeometry
 from singan_tf.sampling import Pyramid
 
@@ -68,7 +68,7 @@ class RunDir:
     # Paths.
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG
 
     @property
     def manifest_path(self) -> Path:
@@ -115,7 +115,7 @@ class RunDir:
         return self.manifest_path.is_file()
 
     def read_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+        return read_config(self.path)
 
     def read_manifest(self) -> dict[str, Any]:
         return read_manifest(self.path)

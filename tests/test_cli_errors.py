@@ -288,3 +288,23 @@ def test_export_shows_no_tensorflow_start_up_lines(trained_run, tmp_path):
     r = run("export", trained_run, "--out", tmp_path, "--format", "savedmodel", missing=())
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout == f"savedmodel: {tmp_path / 'savedmodel' / 'singan' / '1'}\n"
+
+
+def test_a_resumed_run_with_other_settings_is_refused_before_tensorflow_loads(tmp_path):
+    from singan_tf.config import TrainConfig
+    from singan_tf.pyramid import pyramid_geometry
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    geometry = pyramid_geometry((54, 80), max_size=80)
+    manifest = {"geometry": geometry.to_dict(), "scales": [{"scale": 0}]}
+    (run_dir / "pyramid.json").write_text(json.dumps(manifest))
+    (run_dir / "config.json").write_text(json.dumps(TrainConfig.from_preset("quick").to_dict()))
+    r = run("singan_tf.train", "--out", run_dir, "--resume", "--iters", "50")
+    assert_one_line(
+        r, "singan-tf: error: --iters 50 differs from the run's 400; a resumed run keeps its settings"
+    )
+    (run_dir / "config.json").unlink()
+    r = run("singan_tf.train", "--out", run_dir, "--resume")
+    missing = run_dir / "config.json"
+    assert_one_line(r, f"singan-tf: error: {missing}: missing (the run directory is incomplete)")
