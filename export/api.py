@@ -35,6 +35,15 @@ NOISE_RECIPE = (
     "(rec_noise resized bilinearly to z_0's size at scale 0, zeros above)"
 )
 
+ANIMATION_RECIPE = (
+    "frames t = 0..T-1 with start scale K >= 1: scales n >= K keep one draw of the noise recipe "
+    "(seed, batch 1); each scale n < K walks from z_rec (rec_noise resized to z_0's size at scale 0, "
+    "zeros above): z_t = alpha z_rec + (1 - alpha) (z_{t-1} + beta (z_{t-1} - z_{t-2}) + (1 - beta) eps_t), "
+    "eps_t = rng.standard_normal(shape of z_rec, dtype=float32) with rng = "
+    "numpy.random.default_rng([seed, 0xA417]) drawn scale by scale, frame by frame, all in float32 "
+    "(alpha 0.1, beta 0.9 by default)"
+)
+
 
 def graph_feeds(noises) -> dict[str, np.ndarray]:
     """Sampler noise maps (z_0 with one channel) as the graph's inputs z_0..z_N (3 channels)."""
@@ -65,6 +74,7 @@ def metadata(pyramid: Pyramid, name: str) -> dict[str, Any]:
         "output": "image",
         "value_range": [-1.0, 1.0],
         "noise_recipe": NOISE_RECIPE,
+        "animation_recipe": ANIMATION_RECIPE,
         "rec_noise": {
             "shape": list(pyramid.rec_noise.shape),
             "values": [float(v) for v in pyramid.rec_noise.ravel()],

@@ -101,6 +101,8 @@ def test_onnx_model_is_valid_and_carries_metadata(exported, pyramid):
     props = {p.key: p.value for p in model.metadata_props}
     meta = json.loads(props[METADATA_KEY])
     assert meta["sizes"] == [list(s) for s in pyramid.sizes]
+    # The recipes numpy-only clients (serving.Sampler, the browser page) follow.
+    assert "default_rng(seed)" in meta["noise_recipe"] and "[seed, 0xA417]" in meta["animation_recipe"]
     assert meta["noise_amps"] == pytest.approx(pyramid.noise_amps)
     assert (
         np.array(meta["rec_noise"]["values"], np.float32).reshape(meta["rec_noise"]["shape"]).tolist()
