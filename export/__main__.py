@@ -6,12 +6,9 @@ import argparse
 import sys
 from importlib.util import find_spec
 
-from export.api import check_name, export_run
+from export.api import FORMATS, check_formats, check_name, export_run
 from singan_tf.errors import ConfigError, SinganError
 from singan_tf.preflight import ArgumentParser, import_tensorflow, trained_manifest
-
-# What each format needs beyond TensorFlow (the export extra).
-FORMATS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx"), "onnx-int8": ("tf2onnx", "onnx", "onnxruntime")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,9 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check(args: argparse.Namespace, formats: tuple[str, ...]) -> None:
     """What can be checked before TensorFlow loads: options, formats' extra, the run directory."""
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ConfigError(f"unknown format(s) {', '.join(unknown)}; use {', '.join(FORMATS)}")
+    check_formats(formats)
     check_name(args.name)
     if args.version is not None and args.version < 1:
         raise ConfigError("--version must be >= 1")

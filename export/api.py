@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from singan_tf import __version__
-from singan_tf.errors import InputError
+from singan_tf.errors import ConfigError, InputError
 from singan_tf.images import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -230,6 +230,16 @@ def to_onnx_int8(
     return path
 
 
+# Each format and the modules it needs beyond TensorFlow (the export extra).
+FORMATS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx"), "onnx-int8": ("tf2onnx", "onnx", "onnxruntime")}
+
+
+def check_formats(formats: tuple[str, ...]) -> None:
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ConfigError(f"unknown format(s) {', '.join(unknown)}; use {', '.join(FORMATS)}")
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -237,9 +247,7 @@ def export_run(
     version: int | None = None,
     formats: tuple[str, ...] = ("savedmodel", "onnx"),
 ) -> dict[str, Path]:
-    unknown = set(formats) - {"savedmodel", "onnx", "onnx-int8"}
-    if unknown:
-        raise InputError(f"unknown format(s) {', '.join(sorted(unknown))}; use savedmodel, onnx, onnx-int8")
+    check_formats(formats)
     out: dict[str, Path] = {}
     if "savedmodel" in formats:
         out["savedmodel"] = to_saved_model(run_dir, out_dir, name, version)

@@ -45,6 +45,11 @@ def rec_noise_from(metadata: dict) -> np.ndarray:
     return np.asarray(rec["values"], np.float32).reshape(rec["shape"])
 
 
+def rec_noise_at(rec_noise: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """z* at another size (bilinear), [1, h, w, 1]; itself at its own size."""
+    return rec_noise if tuple(size) == rec_noise.shape[1:3] else _resize_bilinear(rec_noise, size)
+
+
 def noise_sizes(sizes, scale_h: float = 1.0, scale_v: float = 1.0) -> list[tuple[int, int]]:
     """Each scale's noise size for an output scaled by (scale_v, scale_h): half up, at least 1."""
     if not (scale_h > 0 and scale_v > 0 and math.isfinite(scale_h) and math.isfinite(scale_v)):
@@ -74,11 +79,7 @@ def recipe_noise(
     for k, (h, w) in enumerate(noise_sizes(sizes, scale_h, scale_v)):
         z = rng.standard_normal((n, h, w, 1 if k == 0 else 3), dtype=np.float32)
         if k < start_scale:
-            if k == 0:
-                z0 = rec_noise if (h, w) == rec_noise.shape[1:3] else _resize_bilinear(rec_noise, (h, w))
-                z = np.repeat(z0, n, axis=0)
-            else:
-                z = np.zeros_like(z)
+            z = np.repeat(rec_noise_at(rec_noise, (h, w)), n, axis=0) if k == 0 else np.zeros_like(z)
         feeds[f"z_{k}"] = np.repeat(z, 3, axis=-1) if z.shape[-1] == 1 else z
     return feeds
 
@@ -114,10 +115,7 @@ def walk_noise(
     feeds = {name: np.repeat(z, frames, axis=0) for name, z in fixed.items()}
     rng = np.random.default_rng([seed, 0xA417])
     for n, (h, w) in enumerate(noise_sizes(sizes, scale_h, scale_v)[:start_scale]):
-        if n == 0:
-            z_rec = rec_noise[0] if (h, w) == rec_noise.shape[1:3] else _resize_bilinear(rec_noise, (h, w))[0]
-        else:
-            z_rec = np.zeros((h, w, 3), np.float32)
+        z_rec = rec_noise_at(rec_noise, (h, w))[0] if n == 0 else np.zeros((h, w, 3), np.float32)
         z_prev = z_prev2 = z_rec
         walk = np.empty((frames, *z_rec.shape), np.float32)
         for t in range(frames):
@@ -179,20 +177,10 @@ class Sampler:
         """The graph inputs for ``n`` samples, following the metadata's noise recipe."""
         return recipe_noise(self.sizes, self.rec_noise, seed, n, scale_h, scale_v, start_scale)
 
-    def walk(
-        self,
-        seed: int,
-        frames: int,
-        start_scale: int,
-        alpha: float = 0.1,
-        beta: float = 0.9,
-        scale_h: float = 1.0,
-        scale_v: float = 1.0,
-    ) -> dict[str, np.ndarray]:
-        """The graph inputs of an animation's frames (see ``walk_noise``)."""
-        return walk_noise(
-            self.sizes, self.rec_noise, seed, frames, start_scale, alpha, beta, scale_h, scale_v
-        )
+    def walk(self, seed: int, frames: int, start_scale: int, **walk) -> dict[str, np.ndarray]:
+        """The graph inputs of an animation's frames; ``walk``: ``alpha``, ``beta``,
+        ``scale_h``, ``scale_v`` of ``walk_noise``."""
+        return walk_noise(self.sizes, self.rec_noise, seed, frames, start_scale, **walk)
 
     def generate(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on given noise; float32 [n, H, W, 3] in about [-1, 1]."""
