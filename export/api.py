@@ -1,4 +1,4 @@
-"""Export functions: SavedModel for TF Serving, ONNX for onnxruntime, metadata JSON.
+"""Export functions: SavedModel for TF Serving, ONNX for onnxruntime, metadata JSON (docs/design.md §9).
 
 TensorFlow (with the graph and the run loader) is imported by the functions that
 use it, so ``python -m export`` checks a model name here before it loads.

@@ -1,5 +1,7 @@
 """TF Serving's REST contract for exported pyramids, independent of the web framework.
 
+The contract is docs/design.md §10.
+
 The local endpoint answers the same requests as stock TF Serving running the
 exported SavedModel, so one client works against both:
 

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from singan_tf import preflight
+from singan_tf.config import OPTION_NAMES, option_name
 from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
 from singan_tf.preflight import (
     ArgumentParser,
@@ -141,20 +143,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # Config field -> argparse attribute -> option name, for every train option that sets a field.
-CONFIG_OPTIONS = [
-    ("max_size", "max_size", "--max-size"),
-    ("min_size", "min_size", "--min-size"),
-    ("scale_factor", "scale_factor", "--scale-factor"),
-    ("iters", "iters", "--iters"),
-    ("iters_decay", "iters_decay", "--iters-decay"),
-    ("alpha", "alpha", "--alpha"),
-    ("seed", "seed", "--seed"),
-    ("jit_compile", "jit", "--jit"),
-    ("precision", "precision", "--precision"),
-    ("checkpoint_every", "checkpoint_every", "--checkpoint-every"),
-    ("deterministic", "deterministic", "--deterministic"),
-]
-OPTION_NAMES = {field: option for field, _, option in CONFIG_OPTIONS}
+CONFIG_OPTIONS = [(field, option[2:].replace("-", "_"), option) for field, option in OPTION_NAMES.items()]
 
 
 def explicit_overrides(args: argparse.Namespace) -> dict:
@@ -171,18 +160,10 @@ def config_from_args(args: argparse.Namespace):
 
 def resumed_config(args: argparse.Namespace, stored):
     """The stored config; options given now must agree with it, except runtime ones."""
-    from singan_tf.config import PRESETS, RUNTIME_FIELDS
+    from singan_tf.config import PRESETS
 
     given = {**(PRESETS[args.preset] if args.preset else {}), **explicit_overrides(args)}
-    if given.get("precision") == "auto":  # runs written before per-scale choices recorded one precision
-        given["precision"] = stored.precision
-    for name, value in given.items():
-        if name not in RUNTIME_FIELDS and getattr(stored, name) != value:
-            raise ConfigError(
-                f"{OPTION_NAMES.get(name, name)} {value} differs from the run's {getattr(stored, name)}; "
-                "a resumed run keeps its settings"
-            )
-    return stored.replace(**{k: v for k, v in given.items() if k in RUNTIME_FIELDS})
+    return preflight.resumed_config(stored, given)
 
 
 def _configure_threads(args: argparse.Namespace, config, geometry) -> None:
@@ -227,19 +208,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     check_thread_setting(args.cpu_threads)
     out = Path(args.out)
-    existing = manifest_path(out).is_file()
+    manifest = preflight.check_training_target(out, args.resume)
+    existing = manifest is not None
     if existing:
-        manifest = read_manifest(out)
         done, total = len(manifest["scales"]), len(manifest["geometry"]["sizes"])
-        if not args.resume:
-            raise InputError(
-                f"{out} already holds a run ({done} of {total} scales finished); "
-                "add --resume to continue it, or choose another --out"
-            )
-        if done == total:
-            raise InputError(f"{out} is complete ({total} scales); nothing to resume")
-    elif args.resume:
-        raise InputError(f"{out}: no run to resume")
     path = Path(args.image) if args.image else (None if existing else bundled_image())
     image = load_image(path) if path else None  # a resumed run trains on the image it stored
     from singan_tf.pyramid import PyramidGeometry
@@ -343,57 +315,18 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 @_guarded
 def run_evaluate(args: argparse.Namespace) -> int:
-    if args.num < 2:
-        raise ConfigError("--num must be >= 2 (diversity compares samples)")
-    check_start_scale(args.start_scale, trained_scales(args.run_dir))
-    from singan_tf import metrics
+    from singan_tf import evaluation
 
-    if args.inception_weights:
-        metrics.check_inception_weights(args.inception_weights)
+    evaluation.check_evaluation(args.run_dir, args.num, args.start_scale, None, args.inception_weights)
     _load_tensorflow(args)
-    import json
-
-    import numpy as np
-    import tensorflow as tf
-
-    from singan_tf.images import atomic_write_bytes
-    from singan_tf.rundir import RunDir, load_pyramid
-
-    run = RunDir(args.run_dir)
-    pyramid = load_pyramid(run.path)
-    image = run.read_image()
-    samples = pyramid.sample(args.num, args.seed, start_scale=args.start_scale)
-    levels = metrics.patch_swd_levels(samples, image, seed=args.seed)
-    bands = metrics.bandpass_swd(samples, image, seed=args.seed)
-    results = {
-        "patch_swd": float(np.mean(levels)),
-        "bandpass_swd": float(np.mean(bands)),
-        **{f"bandpass_swd_band{k}": v for k, v in enumerate(bands)},
-        "diversity": metrics.diversity(samples, image),
-        "reconstruction_rmse": metrics.reconstruction_rmse(pyramid.reconstruct(), image),
-    }
-    if args.inception_weights:
-        scores = metrics.sifid(samples, image, metrics.inception_features(args.inception_weights))
-        results["sifid_mean"] = float(np.mean(scores))
-        results["sifid_std"] = float(np.std(scores))
-    report = {
-        "run": str(run.path),
-        "num": args.num,
-        "start_scale": args.start_scale,
-        "seed": args.seed,
-        **results,
-        "patch_swd_levels": levels,  # finest (texture) first, coarsest (layout) last
-        "bandpass_swd_bands": bands,  # finest octave first, the low-pass residual last
-    }
-    out = (
-        Path(args.out)
-        if args.out
-        else run.path / "eval" / f"metrics_start{args.start_scale}_seed{args.seed}.json"
+    report = evaluation.evaluate(
+        args.run_dir, args.num, args.seed, args.start_scale, inception_weights=args.inception_weights
     )
-    atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
-    with tf.summary.create_file_writer(str(run.logs)).as_default(step=args.start_scale):
-        for name, value in results.items():
-            tf.summary.scalar(f"eval/{name}", value)
+    out = args.out or evaluation.default_report_path(args.run_dir, args.start_scale, args.seed)
+    from singan_tf.rundir import RunDir
+
+    evaluation.write_report(report, out, logs=RunDir(args.run_dir).logs)
+    results = evaluation.scalars(report)
     width = max(map(len, results))
     print(f"{'metric':<{width}}  value   ({args.num} samples, start scale {args.start_scale})")
     for name, value in results.items():
@@ -577,7 +510,12 @@ def _train_sr(args: argparse.Namespace):
 
         check_memory(config, geometry)
         _configure_threads(args, config, geometry)
-    result = train_with_feedback(config, image, run, geometry, existing, not args.no_progress)
+    if complete:  # checked against the image and settings, loaded; no new logs
+        from singan_tf.training import train_pyramid
+
+        result = train_pyramid(config, image, run, resume=True)
+    else:
+        result = train_with_feedback(config, image, run, geometry, existing, not args.no_progress)
     return result.pyramid, run.read_image(), run.path / f"sr_x{args.factor:g}.png"
 
 
@@ -590,7 +528,7 @@ def run_sr(args: argparse.Namespace) -> int:
     k, r = sr_steps(args.factor)
     source = Path(args.source)
     if source.is_dir():
-        given = sorted(OPTION_NAMES.get(f, f) for f in explicit_overrides(args) if f != "seed")
+        given = sorted(option_name(f) for f in explicit_overrides(args) if f != "seed")
         if given or args.preset:
             raise ConfigError(
                 f"{source} is a trained run; training options ({', '.join(given) or '--preset'}) do not apply"
@@ -651,7 +589,8 @@ def run_animate(args: argparse.Namespace) -> int:
     check_animation_path(args.out)
     check_walk(args.frames, args.start_scale, trained_scales(args.run_dir), args.alpha, args.beta)
     _load_tensorflow(args)
-    from singan_tf.applications import animate, write_animation
+    from singan_tf.applications import animate
+    from singan_tf.images import write_animation
     from singan_tf.rundir import load_pyramid
 
     walk = {

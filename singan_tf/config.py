@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from singan_tf.errors import ConfigError
 
-# float16 would need loss scaling (not wired in yet); bfloat16 has float32's range.
+# mixed_float16 trains with dynamic loss scaling (training.LossScale; float16's range is small);
+# bfloat16 has float32's range and needs none.
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 JitMode = Literal["auto", "on", "off"]
 
@@ -22,22 +23,22 @@ JitMode = Literal["auto", "on", "off"]
 class TrainConfig:
     """Hyperparameters of one SinGAN training run (Shaham et al., 2019).
 
-    The defaults are the paper's / reference code's numbers (DESIGN.md
-    sections 2-4); ``preset="quick"`` shrinks image size and iterations so
+    The defaults are the paper's / reference code's numbers (docs/design.md
+    §2-§4); ``preset="quick"`` shrinks image size and iterations so
     the bundled demo trains in minutes on two CPU cores.
     """
 
-    # Pyramid (DESIGN section 2).
+    # Pyramid (docs/design.md §2).
     max_size: int = 250
     min_size: int = 25
     scale_factor: float = 0.75
-    # Networks (section 3): width doubles every channel_step (4) scales, capped.
+    # Networks (§3): width doubles every channel_step (4) scales, capped.
     base_channels: int = 32
     max_channels: int = 128
     channel_step: int = 4
     num_layers: int = 5
     kernel_size: int = 3
-    # Losses (section 4).
+    # Losses (§4).
     alpha: float = 10.0  # reconstruction weight
     gp_weight: float = 0.1  # WGAN-GP lambda
     # Gradient penalty on every k-th critic step of an iteration (0, k, 2k, ...),
@@ -45,7 +46,7 @@ class TrainConfig:
     # regularisation; 1 = every step, as in the paper).
     gp_every: int = 1
     noise_amp_factor: float = 0.1  # amp_n = factor * RMSE(x_n, up(rec_{n-1}))
-    # Optimisation (section 4).
+    # Optimisation (§4).
     iters: int = 2000  # iterations at the coarsest scale (every scale, in the paper)
     # Iterations at scale n: iters * iters_decay**n (1 = the paper's flat
     # schedule). Below 1, coarse scales, which set the global layout and cost
@@ -171,6 +172,27 @@ class TrainConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], "preset": name, **overrides})
+
+
+# The train CLI's option for each config field it sets (error messages name options, not fields).
+OPTION_NAMES = {
+    "max_size": "--max-size",
+    "min_size": "--min-size",
+    "scale_factor": "--scale-factor",
+    "iters": "--iters",
+    "iters_decay": "--iters-decay",
+    "alpha": "--alpha",
+    "seed": "--seed",
+    "jit_compile": "--jit",
+    "precision": "--precision",
+    "checkpoint_every": "--checkpoint-every",
+    "deterministic": "--deterministic",
+}
+
+
+def option_name(field: str) -> str:
+    """How the user names a config field: its train option, or the field itself."""
+    return OPTION_NAMES.get(field, field)
 
 
 # Fields that only change how training runs, not what it computes; a resumed

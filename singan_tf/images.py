@@ -7,6 +7,7 @@ write an image.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import tempfile
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from singan_tf.errors import InputError
+from singan_tf.errors import ConfigError, InputError
+from singan_tf.preflight import check_animation_path
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +152,58 @@ def contact_sheet(images: list[np.ndarray], columns: int | None = None, gap: int
         r, c = divmod(i, columns)
         sheet[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
     return sheet
+
+
+# -- animations ------------------------------------------------------------------
+def _gif_bytes(frames: np.ndarray, fps: float) -> bytes:
+    # One palette for all frames (from a strip of them): per-frame palettes flicker.
+    strip = Image.fromarray(np.concatenate(frames[:: max(1, len(frames) // 16)], axis=0))
+    palette = strip.quantize(256)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(
+        buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+    )
+    return buf.getvalue()
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    import imageio_ffmpeg
+
+    # H.264 in yuv420p needs even sides: repeat the last row/column if odd.
+    h, w = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+    os.close(fd)
+    try:
+        writer = imageio_ffmpeg.write_frames(tmp, frames.shape[2:0:-1], fps=fps, macro_block_size=2)
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_animation(frames: np.ndarray, path: str | os.PathLike, fps: float, info: dict) -> list[Path]:
+    """Write frames as a GIF (Pillow) or MP4 (imageio-ffmpeg), plus ``<path>.json``
+    with the frame count, size, fps and ``info``. Both atomically.
+
+    Returns:
+        The paths written.
+    """
+    path = check_animation_path(path)
+    if not fps > 0:
+        raise ConfigError("--fps must be > 0")
+    pixels = to_uint8(frames)
+    if path.suffix.lower() == ".gif":
+        atomic_write_bytes(path, _gif_bytes(pixels, fps))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_mp4(pixels, path, fps)
+    meta = {"frames": len(frames), "height": frames.shape[1], "width": frames.shape[2], "fps": fps, **info}
+    meta_path = path.with_suffix(".json")
+    atomic_write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
+    return [path, meta_path]

@@ -1,4 +1,4 @@
-"""Losses of DESIGN.md section 4: WGAN-GP with a per-pixel gradient norm,
+"""Losses of docs/design.md §4: WGAN-GP with a per-pixel gradient norm,
 reconstruction MSE, and the per-scale noise amplitude."""
 
 from __future__ import annotations

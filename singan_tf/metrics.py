@@ -1,7 +1,9 @@
-"""Quality metrics without downloads (DESIGN.md section 10), plus SIFID.
+"""Quality metrics without downloads (docs/design.md §12), plus SIFID.
 
 Every metric is a small function of numpy images in [-1, 1], [N, H, W, 3]
-or [H, W, 3]; ``METRICS`` maps names to them for ``evaluate``.
+or [H, W, 3]. ``METRICS`` registers each under a name with one calling
+convention (``MetricInputs`` in, named floats out), which
+``singan_tf.evaluation.evaluate`` runs on a run directory.
 
 * ``patch_swd``: sliced Wasserstein distance between 7x7 patch
   distributions of samples and the training image, per level of a
@@ -18,12 +20,14 @@ or [H, W, 3]; ``METRICS`` maps names to them for ``evaluate``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from singan_tf.errors import InputError
+from singan_tf.errors import ConfigError, InputError
 
 
 def _batch(images: np.ndarray) -> np.ndarray:
@@ -249,8 +253,72 @@ def sifid(samples: np.ndarray, image: np.ndarray, features) -> list[float]:
     return [frechet_distance(*stats(s), mu_r, cov_r) for s in _batch(samples)]
 
 
-METRICS = {
-    "patch_swd": patch_swd,
-    "bandpass_swd": bandpass_swd,
-    "diversity": diversity,
-}
+# -- the registry ----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MetricInputs:
+    """What every registered metric is given (``singan_tf.evaluation.evaluate`` builds it).
+
+    Attributes:
+        samples: [N, H, W, 3] random samples of the run, in [-1, 1].
+        image: [H, W, 3] the run's training image at its working size.
+        reconstruction: [1, H, W, 3] the pyramid's reconstruction of ``image``.
+        seed: seeds the metrics' own random draws (patches, projections).
+        inception_weights: a Keras InceptionV3 weights file, for ``sifid``.
+    """
+
+    samples: np.ndarray
+    image: np.ndarray
+    reconstruction: np.ndarray
+    seed: int = 0
+    inception_weights: str | os.PathLike | None = None
+
+
+# A metric maps the inputs to named results: floats (printed, logged to TensorBoard) and
+# lists of floats (per level / band, finest first; written to the report only).
+Metric = Callable[[MetricInputs], dict[str, float | list[float]]]
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str) -> Callable[[Metric], Metric]:
+    """Add a metric to ``METRICS`` under ``name`` (the name ``evaluate(metrics=...)`` takes)."""
+
+    def add(fn: Metric) -> Metric:
+        METRICS[name] = fn
+        return fn
+
+    return add
+
+
+@register_metric("patch_swd")
+def _patch_swd_metric(inputs: MetricInputs) -> dict[str, float | list[float]]:
+    levels = patch_swd_levels(inputs.samples, inputs.image, seed=inputs.seed)
+    return {"patch_swd": float(np.mean(levels)), "patch_swd_levels": levels}
+
+
+@register_metric("bandpass_swd")
+def _bandpass_swd_metric(inputs: MetricInputs) -> dict[str, float | list[float]]:
+    bands = bandpass_swd(inputs.samples, inputs.image, seed=inputs.seed)
+    per_band = {f"bandpass_swd_band{k}": v for k, v in enumerate(bands)}
+    return {"bandpass_swd": float(np.mean(bands)), **per_band, "bandpass_swd_bands": bands}
+
+
+@register_metric("diversity")
+def _diversity_metric(inputs: MetricInputs) -> dict[str, float | list[float]]:
+    return {"diversity": diversity(inputs.samples, inputs.image)}
+
+
+@register_metric("reconstruction_rmse")
+def _reconstruction_metric(inputs: MetricInputs) -> dict[str, float | list[float]]:
+    return {"reconstruction_rmse": reconstruction_rmse(inputs.reconstruction, inputs.image)}
+
+
+@register_metric("sifid")
+def _sifid_metric(inputs: MetricInputs) -> dict[str, float | list[float]]:
+    if inputs.inception_weights is None:
+        raise ConfigError("SIFID needs Inception-V3 weights (--inception-weights)")
+    scores = sifid(inputs.samples, inputs.image, inception_features(inputs.inception_weights))
+    return {"sifid_mean": float(np.mean(scores)), "sifid_std": float(np.std(scores))}
+
+
+# What ``evaluate`` computes unless told otherwise (plus ``sifid`` when weights are given).
+DEFAULT_METRICS = ("patch_swd", "bandpass_swd", "diversity", "reconstruction_rmse")

@@ -1,4 +1,4 @@
-"""Per-scale networks (DESIGN.md section 3): ConvBlock, ScaleGenerator, PatchCritic.
+"""Per-scale networks (docs/design.md §3): ConvBlock, ScaleGenerator, PatchCritic.
 
 Both nets are five valid 3x3 convolutions (receptive field 11x11). The
 generator zero-pads its input by 5 pixels per side so its output has the
@@ -95,7 +95,7 @@ class ConvBlock(layers.Layer):
 
     Example:
         >>> block = ConvBlock(32)
-        >>> block(keras.ops.zeros((1, 13, 13, 3))).shape
+        >>> tuple(block(keras.ops.zeros((1, 13, 13, 3))).shape)
         (1, 11, 11, 32)
     """
 
@@ -171,7 +171,7 @@ class ScaleGenerator(_FiveConvNet):
     Example:
         >>> g = ScaleGenerator(32)
         >>> x = keras.ops.zeros((2, 25, 34, 3))
-        >>> g((x, x)).shape
+        >>> tuple(g((x, x)).shape)
         (2, 25, 34, 3)
     """
 
@@ -197,7 +197,7 @@ class PatchCritic(_FiveConvNet):
 
     Example:
         >>> d = PatchCritic(32)
-        >>> d(keras.ops.zeros((1, 25, 34, 3))).shape
+        >>> tuple(d(keras.ops.zeros((1, 25, 34, 3))).shape)
         (1, 15, 24, 1)
     """
 

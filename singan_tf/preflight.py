@@ -1,4 +1,4 @@
-"""What a command does before TensorFlow loads, and the quiet load itself.
+"""What a command does before TensorFlow loads, and the quiet load itself (docs/design.md §11).
 
 Loading TensorFlow takes seconds, so the CLIs check their options and
 inputs first: images with ``singan_tf.images`` (numpy and Pillow), a new
@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from singan_tf.config import TrainConfig
+from singan_tf.config import RUNTIME_FIELDS, TrainConfig, option_name
 from singan_tf.errors import ConfigError, InputError
 
 MANIFEST = "pyramid.json"
@@ -79,6 +79,47 @@ def read_config(run_dir: str | os.PathLike) -> TrainConfig:
 def trained_scales(run_dir: str | os.PathLike) -> int:
     """The number of scales of a run whose training finished (``trained_manifest``'s checks)."""
     return len(trained_manifest(run_dir)["geometry"]["sizes"])
+
+
+def check_training_target(
+    out: str | os.PathLike, resume: bool, complete_ok: bool = False
+) -> dict[str, Any] | None:
+    """Whether training may write into ``out``: the manifest of the run to resume, or None for a
+    new run. Refuses an existing run without ``resume``, ``resume`` without a run, and (unless
+    ``complete_ok``) resuming a run with nothing left to train."""
+    if not manifest_path(out).is_file():
+        if resume:
+            raise InputError(f"{Path(out)}: no run to resume")
+        return None
+    manifest = read_manifest(out)
+    done, total = len(manifest["scales"]), len(manifest["geometry"]["sizes"])
+    if not resume:
+        raise InputError(
+            f"{Path(out)} already holds a run ({done} of {total} scales finished); "
+            "add --resume to continue it, or choose another --out"
+        )
+    if done == total and not complete_ok:
+        raise InputError(f"{Path(out)} is complete ({total} scales); nothing to resume")
+    return manifest
+
+
+def resumed_config(stored: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """The config a resumed run goes on with: ``stored``, with ``given``'s runtime fields.
+
+    ``given`` maps config fields to the values asked for now; any that would change the
+    trained model must equal the stored ones. ``precision="auto"`` agrees with a recorded
+    precision (runs written before per-scale choices recorded one).
+    """
+    if given.get("precision") == "auto":
+        given = {**given, "precision": stored.precision}
+    differing = [
+        f"{option_name(name)} {value} differs from the run's {getattr(stored, name)}"
+        for name, value in given.items()
+        if name not in RUNTIME_FIELDS and getattr(stored, name) != value
+    ]
+    if differing:
+        raise ConfigError(f"{', '.join(differing)}; a resumed run keeps its settings")
+    return stored.replace(**{k: v for k, v in given.items() if k in RUNTIME_FIELDS})
 
 
 # -- options whose range is the run's scales (N + 1 of them: 0..N) ----------------

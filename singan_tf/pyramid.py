@@ -1,4 +1,4 @@
-"""The image pyramid (DESIGN.md section 2) and the one upsampling op.
+"""The image pyramid (docs/design.md §2) and the one upsampling op.
 
 Two resizes exist on purpose:
 

@@ -1,4 +1,4 @@
-"""The run directory: the one artefact training writes and everything reads.
+"""The run directory: the one artefact training writes and everything reads (docs/design.md §8).
 
 Layout::
 

@@ -1,4 +1,4 @@
-"""How training runs on this machine: precision, CPU thread pools, XLA, memory.
+"""How training runs on this machine: precision, CPU thread pools, XLA, memory (docs/design.md §5).
 
 None of these choices changes the algorithm; they change its speed (and,
 for precision, the rounding of the convolutions). Each has a fixed form

@@ -1,9 +1,10 @@
-"""Sampling from a trained pyramid (DESIGN.md section 5).
+"""Sampling from a trained pyramid (docs/design.md §6).
 
 One function, ``run_pyramid``, is the forward pass of a pyramid: training's
 random path, reconstruction, sampling, injection (applications) and the
 exported graphs all call it, so they share the same upsampling op and the
-same arithmetic.
+same arithmetic. ``RandomPath`` is the same pass with its noise drawn inside
+the graph from a seed tensor: training's frozen coarser pyramid.
 
 Noise for ``Pyramid.sample`` is drawn with numpy's PCG64 from the seed, in
 scale order, so a numpy-only client (the ONNX runner) reproduces a TF
@@ -13,7 +14,7 @@ sample bit for bit from the same seed (see ``Pyramid.noise``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,7 @@ from singan_tf.config import TrainConfig
 from singan_tf.models import ScaleGenerator
 from singan_tf.preflight import check_injection_scale, check_start_scale
 from singan_tf.pyramid import PyramidGeometry, Size, downscale, noise_sizes, upsample
+from singan_tf.seeds import FROZEN_SCALE, substream
 
 
 def run_pyramid(
@@ -60,11 +62,61 @@ def run_pyramid(
     return out
 
 
+class RandomPath:
+    """Frozen generators on fresh noise drawn from a seed tensor: ``out_k`` of a random sample.
+
+    The training step's ``prev`` comes from here: scale n trains against
+    ``up(out_{n-1})`` of the frozen G_0..G_{n-1}, on new noise every
+    iteration. Noise is stateless Philox, scale m's from stream
+    ``FROZEN_SCALE + m`` of the iteration's seed pair (``singan_tf.seeds``),
+    so a resumed iteration draws the same. One traced function per
+    generator (its noise draw, the upsampling, its inference pass), so a
+    pyramid that grows by a scale traces only the new one.
+    ``__call__(seed)`` returns the last scale's output at its own size, or
+    None for an empty path.
+    """
+
+    def __init__(self, generators=(), noise_amps=(), sizes=()):
+        self._steps: list[Callable] = []
+        for g, amp, size in zip(generators, noise_amps, sizes, strict=True):
+            self.append(g, amp, size)
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def append(self, generator: ScaleGenerator, noise_amp: float, size: Size) -> None:
+        m = len(self._steps)
+        h, w = size
+        channels = 1 if m == 0 else 3
+
+        def forward(prev, seed):
+            z = tf.random.stateless_normal(
+                (1, h, w, channels), substream(seed, FROZEN_SCALE + m), alg="philox"
+            )
+            up = tf.zeros((1, h, w, 3)) if prev is None else upsample(prev, (h, w))
+            return generator((noise_amp * z + up, up), training=False)
+
+        seed_spec = tf.TensorSpec([2], tf.int32)
+        if m == 0:
+            self._steps.append(tf.function(lambda seed: forward(None, seed), input_signature=[seed_spec]))
+        else:
+            spec = tf.TensorSpec([1, None, None, 3], tf.float32)
+            self._steps.append(tf.function(forward, input_signature=[spec, seed_spec], autograph=False))
+
+    def __call__(self, seed: tf.Tensor) -> tf.Tensor | None:
+        out = None
+        for m, step in enumerate(self._steps):
+            out = step(seed) if m == 0 else step(out, seed)
+        return out
+
+
 @dataclasses.dataclass
 class Pyramid:
     """A trained, frozen pyramid: generators plus per-scale metadata.
 
-    Load one with ``singan_tf.rundir.load_pyramid(run_dir)``.
+    Load one with ``singan_tf.rundir.load_pyramid(run_dir)``. During training
+    it holds the scales finished so far (the frozen coarser pyramid of the
+    scale in training) and grows by ``append_scale``.
     """
 
     config: TrainConfig
@@ -76,6 +128,7 @@ class Pyramid:
 
     def __post_init__(self) -> None:
         self._functions: dict[tuple[int, bool], tf.types.experimental.PolymorphicFunction] = {}
+        self._random_paths: dict[tuple[Size, ...], RandomPath] = {}
 
     @property
     def num_scales(self) -> int:
@@ -84,6 +137,35 @@ class Pyramid:
     @property
     def sizes(self) -> tuple[Size, ...]:
         return self.geometry.sizes[: self.num_scales]
+
+    def coarser(self, num_scales: int) -> Pyramid:
+        """The pyramid of the first ``num_scales`` scales (sharing this one's generators)."""
+        return dataclasses.replace(
+            self, generators=self.generators[:num_scales], noise_amps=self.noise_amps[:num_scales]
+        )
+
+    def append_scale(self, generator: ScaleGenerator, noise_amp: float) -> None:
+        """Add the next finer scale (training just froze it); the random path at the pyramid's
+        own sizes grows with it, other cached passes are dropped."""
+        own = self._random_paths.pop(self._key(self.sizes), None)
+        self.generators.append(generator)
+        self.noise_amps.append(noise_amp)
+        self._functions.clear()
+        self._random_paths.clear()
+        if own is not None:
+            own.append(generator, noise_amp, self.sizes[-1])
+            self._random_paths[self._key(self.sizes)] = own
+
+    @staticmethod
+    def _key(sizes: Sequence[Size]) -> tuple[Size, ...]:
+        return tuple((int(h), int(w)) for h, w in sizes)
+
+    def random_path(self, sizes: Sequence[Size] | None = None) -> RandomPath:
+        """This pyramid as a ``RandomPath`` (at ``sizes``, default its own), built once per sizes."""
+        key = self._key(self.sizes if sizes is None else sizes)
+        if key not in self._random_paths:
+            self._random_paths[key] = RandomPath(self.generators, self.noise_amps, key)
+        return self._random_paths[key]
 
     def _forward(self, first_scale: int, with_prev: bool):
         """The pyramid as a tf.function of dynamic-shape noise maps, traced once

@@ -1,4 +1,4 @@
-"""Training, coarse to fine (DESIGN.md section 4).
+"""Training, coarse to fine (docs/design.md §4).
 
 ``TrainStep`` holds G_n and D_n of one width and precision, their
 optimizers and ONE traced iteration; ``ScaleTrainer`` runs it on one
@@ -23,7 +23,7 @@ runs as one small traced function per generator, so a new scale traces
 only its newest frozen generator. The step of a new width is traced in a
 second thread while the scale before it trains (``_Session.trace_ahead``).
 
-Deliberate differences from the reference code (DESIGN section 4):
+Deliberate differences from the reference code (docs/design.md §4.7):
 
 * generator steps recompute the fake from fresh noise every step (the
   reference back-propagates three times through the last critic step's
@@ -54,13 +54,30 @@ import tensorflow as tf
 
 from singan_tf import runtime
 from singan_tf.config import TrainConfig
-from singan_tf.errors import ConfigError, InputError, NonFiniteLossError
+from singan_tf.errors import InputError, NonFiniteLossError
 from singan_tf.losses import gradient_penalty, noise_amplitude, reconstruction_loss
 from singan_tf.models import PatchCritic, ScaleGenerator, build_critic, build_generator
-from singan_tf.pyramid import PyramidGeometry, build_pyramid, geometry_for, upsample, working_image
+from singan_tf.preflight import check_training_target, resumed_config
+from singan_tf.pyramid import (
+    PyramidGeometry,
+    build_pyramid,
+    geometry_for,
+    noise_sizes,
+    upsample,
+    working_image,
+)
 from singan_tf.rundir import RunDir, load_nets
 from singan_tf.runtime import Choice, Decision, Timing, Tuner, TuningCache
 from singan_tf.sampling import Pyramid
+from singan_tf.seeds import (
+    CRITIC_FAKE,
+    CRITIC_GP_MIX,
+    CRITIC_STEP,
+    GENERATOR_STEP,
+    rec_noise_rng,
+    scale_seed,
+    substream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,19 +199,6 @@ class LossScale:
             return tf.constant(False)
 
         tf.cond(finite, step, skip)
-
-
-# Named offsets of the per-iteration noise streams: iteration seed
-# (s, i) gives stream k the stateless seed (s, i * SEED_STREAMS + k).
-SEED_STREAMS = 64
-CRITIC_FAKE, CRITIC_GP_MIX = 0, 1  # within a critic step's own seed
-CRITIC_STEP_SEED = 2  # critic step k: 2 + 2k
-GENERATOR_STEP_SEED = 16  # generator step k: 16 + k
-FROZEN_SCALE_SEED = 32  # frozen scale m's noise: 32 + m
-
-
-def _substream(seed: tf.Tensor, k: int) -> tf.Tensor:
-    return tf.stack([seed[0], seed[1] * SEED_STREAMS + k])
 
 
 def _scale_noise(height, width, coarsest: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -358,7 +362,7 @@ class TrainStep:
             d_fake = tf.reduce_mean(critic(fake, training=True))
             d_loss = d_fake - d_real
             if with_gp:
-                mix = tf.random.stateless_uniform((), _substream(seed, CRITIC_GP_MIX), alg="philox")
+                mix = tf.random.stateless_uniform((), substream(seed, CRITIC_GP_MIX), alg="philox")
                 gp = gradient_penalty(lambda x: critic(x, training=True), real, fake, mix)
                 d_loss += self.config.gp_step_weight * gp
         self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
@@ -385,91 +389,62 @@ class TrainStep:
             self.loss_scales[which].minimize(tape, loss, variables, optimizer)
 
     def _iteration_impl(self, real, rec_x, rec_prev, noise_amp, coarsest, prev, seed) -> dict[str, tf.Tensor]:
-        """3 critic steps, then 3 generator steps (paper Alg. / DESIGN section 4)."""
+        """3 critic steps, then 3 generator steps (paper Alg. 1; docs/design.md §4.3)."""
         prev = upsample(prev, tf.shape(real)[1:3])
         metrics: dict[str, tf.Tensor] = {}
         config = self.config
         # The critic steps' fakes first: G does not change during them, and they run beside the steps.
-        seeds = [_substream(seed, CRITIC_STEP_SEED + 2 * k) for k in range(config.critic_steps)]
-        fakes = [self._fake(real, prev, noise_amp, coarsest, _substream(s, CRITIC_FAKE)) for s in seeds]
+        seeds = [substream(seed, CRITIC_STEP + 2 * k) for k in range(config.critic_steps)]
+        fakes = [self._fake(real, prev, noise_amp, coarsest, substream(s, CRITIC_FAKE)) for s in seeds]
         for k, (fake, step_seed) in enumerate(zip(fakes, seeds, strict=True)):
             metrics.update(self._critic_steps[k in config.gp_steps](real, fake, step_seed))
         # The paper's critic loss from the last step's scores and the last GP.
         metrics["d_loss"] = metrics["d_fake"] - metrics["d_real"] + config.gp_weight * metrics["gp"]
         for k in range(config.generator_steps):
-            step_seed = _substream(seed, GENERATOR_STEP_SEED + k)
+            step_seed = substream(seed, GENERATOR_STEP + k)
             metrics.update(self._generator_steps(real, rec_x, rec_prev, prev, noise_amp, coarsest, step_seed))
         metrics["rec_rmse"] = tf.sqrt(metrics["rec_loss"])
         return metrics
 
 
-class RandomPath:
-    """The frozen coarser pyramid on fresh noise: out_{n-1} of scale n's random path.
-
-    One traced function per frozen generator (its noise draw, the upsampling
-    and its inference pass), so a new scale traces only the newest one.
-    ``__call__(seed)`` returns the last frozen scale's output at its own
-    size (the training step upsamples it), or None below scale 1.
-    """
-
-    def __init__(self, generators=(), noise_amps=(), sizes=()):
-        self._steps: list[Callable] = []
-        for g, amp, size in zip(generators, noise_amps, sizes, strict=True):
-            self.append(g, amp, size)
-
-    def __len__(self) -> int:
-        return len(self._steps)
-
-    def append(self, generator: ScaleGenerator, noise_amp: float, size: tuple[int, int]) -> None:
-        m = len(self._steps)
-        h, w = size
-        channels = 1 if m == 0 else 3
-
-        def forward(prev, seed):
-            z = tf.random.stateless_normal(
-                (1, h, w, channels), _substream(seed, FROZEN_SCALE_SEED + m), alg="philox"
-            )
-            up = tf.zeros((1, h, w, 3)) if prev is None else upsample(prev, (h, w))
-            return generator((noise_amp * z + up, up), training=False)
-
-        seed_spec = tf.TensorSpec([2], tf.int32)
-        if m == 0:
-            self._steps.append(tf.function(lambda seed: forward(None, seed), input_signature=[seed_spec]))
-        else:
-            spec = tf.TensorSpec([1, None, None, 3], tf.float32)
-            self._steps.append(tf.function(forward, input_signature=[spec, seed_spec], autograph=False))
-
-    def __call__(self, seed: tf.Tensor) -> tf.Tensor | None:
-        out = None
-        for m, step in enumerate(self._steps):
-            out = step(seed) if m == 0 else step(out, seed)
-        return out
-
-
 class ScaleTrainer:
-    """Adversarial + reconstruction training of one scale.
+    """Adversarial + reconstruction training of scale n against the frozen pyramid below it.
+
+    The one way a trainer is built: by training, fine-tuning and the tuner's timings.
 
     Args:
-        config: hyperparameters.
-        scale: index n of the scale.
-        data: the scale's images and noise amplitude (``ScaleData.of``).
-        step: the traced iteration and nets of this scale's width, holding
-            the scale's initial weights.
-        random_path: the frozen coarser pyramid G_0..G_{n-1}.
+        step: the traced iteration and nets of the scale's width (``StepCache.get``), holding
+            the scale's initial weights. Its config gives the schedule and the run's seed.
+        coarser: the frozen scales G_0..G_{n-1}, a ``Pyramid`` of n scales; n is the scale
+            trained (0: the coarsest, against no coarser pyramid).
+        real: x_n, [1, h, w, 3].
+        rec_input: the reconstruction pass's ``(x, prev)``: ``(z*, 0)`` at scale 0,
+            ``(up(rec_{n-1}), up(rec_{n-1}))`` above.
+        noise_amp: amp_n.
+        scale_h: width of ``real`` relative to the pyramid's sizes (fine-tuning on an image of
+            another aspect); the coarser scales' noise takes that width too.
 
-    Iteration i draws its noise from stateless seeds derived from
-    ``(config.seed, scale, i)``, so a resumed run draws the same noise.
+    Iteration i draws its noise from the stateless seed pair
+    ``(seeds.scale_seed(config.seed, n), i)``, so a resumed run draws the same noise.
     """
 
     def __init__(
-        self, config: TrainConfig, scale: int, data: ScaleData, step: TrainStep, random_path: RandomPath
+        self,
+        step: TrainStep,
+        coarser: Pyramid,
+        real: np.ndarray | tf.Tensor,
+        rec_input: tuple[np.ndarray | tf.Tensor, np.ndarray | tf.Tensor],
+        noise_amp: float,
+        scale_h: float = 1.0,
     ):
-        self.config = config
-        self.scale = scale
-        self.data = data
         self.step = step
-        self.random_path = random_path
-        self._zeros = tf.zeros_like(data.real)
+        self.config = step.config
+        self.scale = coarser.num_scales
+        self.data = ScaleData.of(self.scale, real, rec_input, noise_amp)
+        self.random_path = coarser.random_path(
+            None if scale_h == 1.0 else noise_sizes(coarser.sizes, scale_h)
+        )
+        self._zeros = tf.zeros_like(self.data.real)
 
     @property
     def generator(self) -> ScaleGenerator:
@@ -480,12 +455,7 @@ class ScaleTrainer:
         return self.step.critic
 
     def iteration_seed(self, iteration: int) -> tf.Tensor:
-        return tf.constant([self.config.seed * 1009 + self.scale, iteration], tf.int32)
-
-    def random_prev(self, seed: tf.Tensor) -> tf.Tensor:
-        """up(output of the frozen coarser pyramid on fresh noise), at this scale's size."""
-        out = self.random_path(seed)
-        return self._zeros if out is None else upsample(out, self.data.real.shape[1:3])
+        return tf.constant([scale_seed(self.config.seed, self.scale), iteration], tf.int32)
 
     def iterate(self, iteration: int) -> dict[str, tf.Tensor]:
         seed = self.iteration_seed(iteration)
@@ -556,7 +526,7 @@ class TrainResult:
 
 def draw_rec_noise(config: TrainConfig, size: tuple[int, int]) -> np.ndarray:
     """z*, drawn once: [1, h_0, w_0, 1] standard normal from the run's seed."""
-    return np.random.default_rng([config.seed, 0x5EED]).standard_normal((1, *size, 1), dtype=np.float32)
+    return rec_noise_rng(config.seed).standard_normal((1, *size, 1), dtype=np.float32)
 
 
 def init_scale_nets(config: TrainConfig, scale: int, gens: list, critics: list):
@@ -565,7 +535,7 @@ def init_scale_nets(config: TrainConfig, scale: int, gens: list, critics: list):
     Fresh nets are drawn from the seed (config.seed, scale), so a resumed run
     initialises scale n as a fresh one would, whatever precision it runs in.
     """
-    keras.utils.set_random_seed(config.seed * 1009 + scale)
+    keras.utils.set_random_seed(scale_seed(config.seed, scale))
     ch = config.channels(scale)
     g = build_generator(ch, config.num_layers, config.kernel_size)
     d = build_critic(ch, config.num_layers, config.kernel_size)
@@ -589,21 +559,12 @@ class StepCache:
         return self._steps[key]
 
 
-def _check_resumable(run: RunDir, config: TrainConfig, image: np.ndarray | None) -> None:
-    stored = run.read_config()
-    changed = stored.differences(config)
-    if changed:
-        raise ConfigError(
-            f"{run.path} was trained with different settings ({', '.join(changed)}); "
-            "a resumed run keeps its settings"
-        )
-    if image is not None:
-        geometry = PyramidGeometry.from_dict(run.read_manifest()["geometry"])
-        same = tuple(image.shape[:2]) == geometry.input_size and np.allclose(
-            working_image(image, geometry), run.read_image(), atol=1e-3
-        )
-        if not same:
-            raise InputError(f"the image given is not the one {run.path} was trained on")
+def _check_same_image(run: RunDir, geometry: PyramidGeometry, image: np.ndarray) -> None:
+    same = tuple(image.shape[:2]) == geometry.input_size and np.allclose(
+        working_image(image, geometry), run.read_image(), atol=1e-3
+    )
+    if not same:
+        raise InputError(f"the image given is not the one {run.path} was trained on")
 
 
 DEFAULT_CACHE = object()  # train_pyramid's cache argument: the user's tuning cache
@@ -640,24 +601,16 @@ def train_pyramid(
     """
     t0 = time.perf_counter()
     run = out if isinstance(out, RunDir) else RunDir(out)
-    if resume and run.exists():
+    manifest = check_training_target(run.path, resume, complete_ok=True)
+    if manifest is not None:
         stored = run.read_config()
-        if config.precision == "auto" and stored.precision != "auto":  # a run that recorded its choice
-            config = config.replace(precision=stored.precision)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-        if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
-            log.warning(
-                "deterministic: oneDNN kernels are on, so runs may differ in the last bits; set "
-                "TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow (the CLI does) for bit-identical runs"
-            )
-    if run.exists():
-        if not resume:
-            raise InputError(f"{run.path} already holds a run; resume it or choose another directory")
-        _check_resumable(run, config, image)
-        geometry = PyramidGeometry.from_dict(run.read_manifest()["geometry"])
+        given = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        config = resumed_config(stored, given)
+        geometry = PyramidGeometry.from_dict(manifest["geometry"])
+        if image is not None:
+            _check_same_image(run, geometry, image)
         working, rec_noise = run.read_image(), run.read_rec_noise()
-        done = run.finished_scales()
+        done = len(manifest["scales"])
     else:
         if image is None:
             raise InputError(f"{run.path}: no run to resume and no image given")
@@ -666,6 +619,13 @@ def train_pyramid(
         rec_noise = draw_rec_noise(config, geometry.sizes[0])
         run.initialise(config, geometry, working, rec_noise)
         done = 0
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+        if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+            log.warning(
+                "deterministic: oneDNN kernels are on, so runs may differ in the last bits; set "
+                "TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow (the CLI does) for bit-identical runs"
+            )
     reals = build_pyramid(working, geometry)
     gens: list[ScaleGenerator] = load_nets(run, config, done)
     critics: list[PatchCritic] = load_nets(run, config, done, critics=True)
@@ -674,13 +634,14 @@ def train_pyramid(
     if cache is DEFAULT_CACHE:
         cache = TuningCache() if "auto" in (config.precision, config.jit_compile) else None
     tuner = Tuner(config, geometry.sizes, plan, cache, tuning_budget)
-    session = _Session(config, run, geometry, rec_noise, gens, critics, amps, tuner, callbacks)
+    session = _Session(
+        config, run, Pyramid(config, geometry, gens, amps, rec_noise), critics, tuner, callbacks
+    )
     with runtime.training_graph_options():
         rec = None
         for n, real in enumerate(reals):
             rec = session.replay(n, rec) if n < done else session.train(n, real, rec)
-    pyramid = Pyramid(config, geometry, gens, amps, rec_noise)
-    return TrainResult(run, pyramid, time.perf_counter() - t0)
+    return TrainResult(run, session.frozen, time.perf_counter() - t0)
 
 
 def _load_checkpoint(trainer: ScaleTrainer, checkpoint: tuple[int, dict] | None) -> int:
@@ -698,17 +659,13 @@ class _Session:
 
     config: TrainConfig
     run: RunDir
-    geometry: PyramidGeometry
-    rec_noise: np.ndarray
-    gens: list[ScaleGenerator]
-    critics: list[PatchCritic]
-    amps: list[float]
+    frozen: Pyramid  # the scales finished so far; grows by one per trained scale
+    critics: list[PatchCritic]  # their critics (a scale of unchanged width starts from the last)
     tuner: Tuner
     callbacks: Sequence[TrainingCallback]
 
     def __post_init__(self) -> None:
-        done = len(self.gens)
-        self.random_path = RandomPath(self.gens, self.amps, self.geometry.sizes[:done])
+        self.geometry = self.frozen.geometry
         self.steps = StepCache(self.config)
         self._tracing: threading.Thread | None = None
 
@@ -746,13 +703,13 @@ class _Session:
         size = self.geometry.sizes[n]
         if n == 0:
             prev = tf.zeros((1, *size, 3))
-            return self.rec_noise + prev, prev
+            return self.frozen.rec_noise + prev, prev
         prev = upsample(rec, size)
         return prev, prev
 
     def replay(self, n: int, rec: tf.Tensor | None) -> tf.Tensor:
         """A scale finished earlier: only its reconstruction."""
-        return self.gens[n](self.rec_input(n, rec), training=False)
+        return self.frozen.generators[n](self.rec_input(n, rec), training=False)
 
     def train(self, n: int, real: tf.Tensor, rec: tf.Tensor | None) -> tf.Tensor:
         """Train scale n (from its checkpoint if there is one); returns its reconstruction."""
@@ -761,15 +718,14 @@ class _Session:
         size, ch = self.geometry.sizes[n], config.channels(n)
         rec_input = self.rec_input(n, rec)
         amp = 1.0 if n == 0 else noise_amplitude(real, rec_input[1], config.noise_amp_factor)
-        g0, d0 = init_scale_nets(config, n, self.gens, self.critics)
+        g0, d0 = init_scale_nets(config, n, self.frozen.generators, self.critics)
         init = (g0.get_weights(), d0.get_weights())
-        data = ScaleData.of(n, real, rec_input, amp)
 
         def trainer_for(choice: Choice) -> ScaleTrainer:
             step = self.steps.get(ch, choice)
             step.set_weights(*init)
             step.reset()
-            return ScaleTrainer(config, n, data, step, self.random_path)
+            return ScaleTrainer(step, self.frozen, real, rec_input, amp)
 
         checkpoint = run.read_checkpoint(n)
         recorded = run.read_checkpoint_runtime(n) if checkpoint is not None else None
@@ -839,13 +795,9 @@ class _Session:
         }
         run.write_scale(n, g, d, amp, stats)
         run.clear_checkpoint(n)
-        self.gens.append(g)
+        self.frozen.append_scale(g, amp)
         self.critics.append(d)
-        self.amps.append(amp)
-        self.random_path.append(g, amp, size)
-        preview = Pyramid(
-            config, self.geometry, list(self.gens), list(self.amps), self.rec_noise, traced=False
-        )
+        preview = dataclasses.replace(self.frozen.coarser(n + 1), traced=False)
         info.update(stats)
         for cb in self.callbacks:
             cb.on_scale_end(n, info, preview)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from singan_tf import runtime
 from singan_tf.config import TrainConfig
+from singan_tf.images import atomic_write_bytes
 from singan_tf.preflight import import_tensorflow
 from singan_tf.runtime import ThreadPlan, Timing, TuningCache
 
@@ -39,25 +40,26 @@ def _synthetic_scales(config: TrainConfig, geometry):
 
     from singan_tf.models import build_generator
     from singan_tf.pyramid import build_pyramid
-    from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, StepCache, time_new_trainer
+    from singan_tf.sampling import Pyramid
+    from singan_tf.training import ScaleTrainer, StepCache, time_new_trainer
 
     rng = np.random.default_rng(0)
     reals = build_pyramid(rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32), geometry)
-    steps, path = StepCache(config), RandomPath()
+    steps = StepCache(config)
+    frozen = Pyramid(config, geometry, [], [], rec_noise=np.zeros((1, *geometry.sizes[0], 1), np.float32))
     with runtime.training_graph_options():
         for n, size in enumerate(geometry.sizes):
             ch = config.channels(n)
             zeros = tf.zeros((1, *size, 3))
-            data = ScaleData.of(n, reals[n], (zeros, zeros), 0.1)
 
-            def measure(choice: runtime.Choice, timed: int, n=n, data=data, ch=ch) -> Timing:
+            def measure(choice: runtime.Choice, timed: int, n=n, ch=ch, zeros=zeros) -> Timing:
                 return time_new_trainer(
-                    lambda: ScaleTrainer(config, n, data, steps.get(ch, choice), path), timed
+                    lambda: ScaleTrainer(steps.get(ch, choice), frozen, reals[n], (zeros, zeros), 0.1), timed
                 )
 
             yield n, measure
-            path.append(
-                build_generator(ch, config.num_layers, config.kernel_size), 1.0 if n == 0 else 0.1, size
+            frozen.append_scale(
+                build_generator(ch, config.num_layers, config.kernel_size), 1.0 if n == 0 else 0.1
             )
 
 
@@ -192,7 +194,7 @@ def _run_probe(args: argparse.Namespace) -> int:
     runtime.apply_thread_plan(runtime.thread_plan(args.probe, runtime.core_count(), 0))
     if args.probe_decide:
         decisions = decide_geometry(config, geometry, TuningCache())
-        Path(args.probe_decide).write_text(json.dumps(decisions, indent=1) + "\n")
+        atomic_write_bytes(Path(args.probe_decide), (json.dumps(decisions, indent=1) + "\n").encode())
     elif args.probe_choices:  # [[precision, xla], ...], one per scale
         choices = [runtime.Choice(p, bool(x)) for p, x in json.loads(args.probe_choices)]
         time_choices(config, geometry, TuningCache(), choices)

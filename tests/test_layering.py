@@ -1,4 +1,4 @@
-"""Dependency direction (DESIGN section 1), checked two ways."""
+"""Dependency direction (docs/design.md §1), checked two ways."""
 
 import shutil
 import subprocess

@@ -119,36 +119,3 @@ def test_sifid_plumbing_with_random_inception(rocket):
 def test_sifid_weights_file_errors(tmp_path):
     with pytest.raises(InputError, match="no such Inception-V3 weights file"):
         inception_features(tmp_path / "missing.weights.h5")
-
-
-def test_evaluate_cli(trained_run, tmp_path, capsys):
-    import json
-
-    from singan_tf.cli import command_main
-
-    out = tmp_path / "m.json"
-    assert command_main("evaluate", [trained_run, "--num", "6", "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
-    assert report["num"] == 6
-    assert (
-        0 < report["patch_swd"] < 1.0 and report["diversity"] > 0.05 and report["reconstruction_rmse"] < 0.1
-    )
-    assert "patch_swd" in capsys.readouterr().out
-    assert report["patch_swd"] == pytest.approx(np.mean(report["patch_swd_levels"]))
-    bands = report["bandpass_swd_bands"]
-    assert len(bands) == 2 and report["bandpass_swd"] == pytest.approx(np.mean(bands))  # 43x64: 2 bands
-    assert report["bandpass_swd_band0"] == bands[0] > 0
-    assert command_main("evaluate", [trained_run, "--num", "6", "--start-scale", "2", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["diversity"] < report["diversity"]
-    assert command_main("evaluate", [trained_run, "--inception-weights", str(tmp_path / "none.h5")]) == 2
-
-
-def test_runs_without_the_float_image_fall_back_to_the_png(trained_run, tmp_path):
-    import shutil
-
-    from singan_tf.rundir import RunDir
-
-    copy = tmp_path / "old"
-    shutil.copytree(trained_run, copy)
-    (copy / "training_image.npy").unlink()
-    np.testing.assert_allclose(RunDir(copy).read_image(), RunDir(trained_run).read_image(), atol=1 / 127.5)

@@ -49,6 +49,7 @@ def scale_files(run: RunDir, scale: int) -> dict[str, str]:
     return {p.name: digest(p) for p in sorted(run.scale_dir(scale).iterdir())}
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_resume(tmp_path):
     run = RunDir(tmp_path / "run")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -177,6 +178,7 @@ def _train_cli(out, seed: int) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_same_seed_same_model_and_samples(tmp_path):
     for name, seed in (("a", 4), ("b", 4), ("c", 5)):
         _train_cli(tmp_path / name, seed)

@@ -1,18 +1,16 @@
-"""End to end on the bundled image, plus the schedule and the training step."""
+"""The training step, the trainer and the schedule (singan_tf/training.py)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from singan_tf.config import TrainConfig
-from singan_tf.images import load_image
 from singan_tf.models import build_generator
 from singan_tf.pyramid import build_pyramid, pyramid_geometry
-from singan_tf.rundir import RunDir, load_pyramid
-from singan_tf.training import RandomPath, ScaleData, ScaleTrainer, TrainStep
+from singan_tf.sampling import Pyramid
+from singan_tf.training import ScaleTrainer, TrainStep
 
 
 def test_lr_drops_at_80_percent_of_the_scale(rocket):
@@ -33,15 +31,15 @@ def test_lr_drops_at_80_percent_of_the_scale(rocket):
     np.testing.assert_allclose(rates, [(5e-5, 5e-5)], rtol=1e-6)
 
 
-def _trainer(rocket, scale, precision="float32", xla=False, **cfg):
+def _trainer(rocket, scale, precision="float32", xla=False, noise_amp=0.05, **cfg):
     config = TrainConfig(**{"max_size": 48, "iters": 20, **cfg})
     geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
     reals = build_pyramid(rocket, geometry)
     amps = ([1.0] + [0.05] * (scale - 1))[:scale]
-    path = RandomPath([build_generator(32) for _ in range(scale)], amps, geometry.sizes[:scale])
+    rec_noise = np.zeros((1, *geometry.sizes[0], 1), np.float32)
+    coarser = Pyramid(config, geometry, [build_generator(32) for _ in range(scale)], amps, rec_noise)
     prev = tf.zeros((1, *geometry.sizes[scale], 3))
-    data = ScaleData.of(scale, reals[scale], (prev, prev), 0.05)
-    return ScaleTrainer(config, scale, data, TrainStep(config, 32, precision, xla), path)
+    return ScaleTrainer(TrainStep(config, 32, precision, xla), coarser, reals[scale], (prev, prev), noise_amp)
 
 
 def test_iteration_updates_both_nets_and_is_reproducible(rocket):
@@ -55,9 +53,9 @@ def test_iteration_updates_both_nets_and_is_reproducible(rocket):
     assert any(not np.array_equal(a, b) for a, b in zip(g0, t.generator.get_weights(), strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(d0, t.critic.get_weights(), strict=True))
     # The random path is a function of the iteration's seed: same seed, same prev.
-    a = t.random_prev(t.iteration_seed(5)).numpy()
-    b = t.random_prev(t.iteration_seed(5)).numpy()
-    c = t.random_prev(t.iteration_seed(6)).numpy()
+    a = t.random_path(t.iteration_seed(5)).numpy()
+    b = t.random_path(t.iteration_seed(5)).numpy()
+    c = t.random_path(t.iteration_seed(6)).numpy()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -85,115 +83,29 @@ def test_gradient_penalty_only_on_its_critic_steps(rocket, gp_every, expected):
 
 
 def test_xla_and_plain_compute_the_same_step(rocket):
-    # With one critic step, d_real depends only on the weights and the image
-    # (the noise stream itself differs: XLA's Philox orders its output differently).
-    plain = _trainer(rocket, 0, seed=1, critic_steps=1, generator_steps=1)
-    xla = _trainer(rocket, 0, xla=True, seed=1, critic_steps=1, generator_steps=1)
+    # XLA orders Philox output differently, so the step's own noise is switched off (amp_n = 0,
+    # no GP); the coarser pyramid's noise is drawn outside the compiled step, the same for both.
+    # Then two whole iterations (3 critic + 3 generator steps each) must make the same updates.
+    plain = _trainer(rocket, 1, seed=1, gp_weight=0.0, noise_amp=0.0)
+    xla = _trainer(rocket, 1, xla=True, seed=1, gp_weight=0.0, noise_amp=0.0)
     xla.generator.set_weights(plain.generator.get_weights())
     xla.critic.set_weights(plain.critic.get_weights())
-    m1, m2 = plain.run(0, 1), xla.run(0, 1)
-    assert m1["d_real"] == pytest.approx(m2["d_real"], rel=1e-4, abs=1e-6)
-    assert all(np.isfinite(v) for v in m2.values())
+    xla.random_path = plain.random_path  # the same frozen coarser generator
 
+    def weights(t):
+        return np.concatenate([w.ravel() for w in t.generator.get_weights() + t.critic.get_weights()])
 
-# -- end to end on the trained fixture (see conftest.TINY_ARGS) ----------------
-def test_run_directory_is_complete(trained_run):
-    run = RunDir(trained_run)
-    manifest = json.loads(run.manifest_path.read_text())
-    config = run.read_config()
-    sizes = [tuple(s) for s in manifest["geometry"]["sizes"]]
-    assert sizes == [(25, 38), (33, 49), (43, 64)]
-    assert len(manifest["scales"]) == 3
-    assert manifest["scales"][0]["noise_amp"] == 1.0
-    assert all(0 < s["noise_amp"] < 0.2 for s in manifest["scales"][1:])
-    for n in range(3):
-        assert run.generator_path(n).is_file() and run.critic_path(n).is_file()
-        assert (run.samples / f"scale_{n:02d}.png").is_file()
-    assert np.load(run.rec_noise_path).shape == (1, 25, 38, 1)
-    assert config.iters == 150 and config.seed == 3
-    assert len(list((run.samples).glob("sample_*.png"))) == 4
-    events = list(run.logs.glob("events.out.tfevents.*"))
-    assert events
-    tags = set()
-    for path in events:  # evaluate may add its own event file
-        for e in tf.compat.v1.train.summary_iterator(str(path)):
-            tags |= {v.tag for v in e.summary.value}
-    assert {"scale_00/d_loss", "scale_02/rec_rmse", "pyramid/noise_amp", "samples"} <= tags
-
-
-def test_reconstruction_matches_the_image(pyramid, trained_run):
-    real = load_image(RunDir(trained_run).image_path)
-    rec = pyramid.reconstruct()[0]
-    rmse = float(np.sqrt(np.mean((rec - real) ** 2)))
-    assert rmse < 0.1, rmse  # image std is ~0.5 on the [-1, 1] scale
-
-
-def test_samples_differ_from_each_other_and_from_the_image(pyramid, trained_run):
-    real = load_image(RunDir(trained_run).image_path)
-    samples = pyramid.sample(6, seed=11)
-    assert samples.shape == (6, 43, 64, 3)
-    diversity = samples.std(axis=0).mean() / real.std()
-    assert diversity > 0.05, diversity
-    for s in samples:
-        assert np.sqrt(np.mean((s - real) ** 2)) > 0.05
-    # ...yet they look like the image: colour statistics stay close.
-    assert abs(samples.mean() - real.mean()) < 0.15
-
-
-def test_two_times_wider_sample_has_no_border_seams(pyramid):
-    wide = pyramid.sample(4, seed=5, scale_h=2.0)
-    assert wide.shape == (4, 43, 128, 3)
-
-    def edge_energy(x):
-        return np.abs(np.diff(x, axis=2)).mean(axis=(0, 1, 3))
-
-    e = edge_energy(wide)
-    border = np.concatenate([e[:5], e[-5:]]).mean()
-    centre = e[20:-20].mean()
-    assert 0.33 < border / centre < 3.0, (border, centre)
-    # no constant/saturated band at the borders
-    assert wide[:, :, :5].std() > 0.3 * wide[:, :, 20:-20].std()
-
-
-def test_start_scale_keeps_the_layout(pyramid, trained_run):
-    real = load_image(RunDir(trained_run).image_path)
-
-    def dist(start):
-        s = pyramid.sample(8, seed=2, start_scale=start)
-        return float(np.mean((s - real[None]) ** 2))
-
-    free = dist(0)
-    assert dist(1) < 0.8 * free
-    assert dist(pyramid.num_scales - 1) < 0.8 * free
-
-
-def test_reload_reproduces_samples(pyramid, trained_run):
-    again = load_pyramid(trained_run)
-    np.testing.assert_array_equal(pyramid.sample(2, seed=9), again.sample(2, seed=9))
-    assert not np.array_equal(pyramid.sample(2, seed=9), pyramid.sample(2, seed=10))
-
-
-def test_injection_runs_the_finer_scales(pyramid, trained_run):
-    real = load_image(RunDir(trained_run).image_path)
-    out = pyramid.inject(real, scale=1, seed=0)
-    assert out.shape == (1, 43, 64, 3)
-    assert np.sqrt(np.mean((out[0] - real) ** 2)) < 0.2
-
-
-def test_sample_cli_writes_pngs(trained_run, tmp_path):
-    from PIL import Image
-
-    from singan_tf.cli import command_main
-
-    out = tmp_path / "s"
-    code = command_main(
-        "sample", [trained_run, "--num", "3", "--scale-h", "1.5", "--seed", "4", "--out", str(out)]
-    )
-    assert code == 0
-    files = sorted(Path(out).glob("sample_*.png"))
-    assert len(files) == 3
-    assert Image.open(files[0]).size == (96, 43)
-    assert (out / "contact_sheet.png").is_file()
+    before = weights(plain)
+    m1, m2 = plain.run(0, 2), xla.run(0, 2)
+    assert m2["rec_loss"] == pytest.approx(m1["rec_loss"], rel=1e-3)
+    assert m2["g_loss"] == pytest.approx(m1["g_loss"], rel=5e-3)
+    assert m2["d_loss"] == pytest.approx(m1["d_loss"], abs=0.01)
+    assert m2["d_real"] == pytest.approx(m1["d_real"], abs=0.01)
+    # The 12 updates agree to about 1% (measured 0.5-0.9%: Adam's first steps are nearly the
+    # gradients' signs, which float reassociation flips where a gradient is near zero).
+    u1, u2 = weights(plain) - before, weights(xla) - before
+    assert np.linalg.norm(u1) > 0.1  # the iterations did update the nets
+    assert np.linalg.norm(u1 - u2) < 0.05 * np.linalg.norm(u1)
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
@@ -230,11 +142,12 @@ def test_one_trace_serves_every_scale_of_a_width(rocket):
     config = TrainConfig(max_size=64, iters=4)
     geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
     reals = build_pyramid(rocket, geometry)
-    step, path = TrainStep(config, 32, "float32"), RandomPath()
+    step = TrainStep(config, 32, "float32")
+    frozen = Pyramid(config, geometry, [], [], np.zeros((1, *geometry.sizes[0], 1), np.float32))
     for n, size in enumerate(geometry.sizes):
         prev = tf.zeros((1, *size, 3))
-        ScaleTrainer(config, n, ScaleData.of(n, reals[n], (prev, prev), 0.1), step, path).run(0, 2)
-        path.append(build_generator(32), 0.1, size)
+        ScaleTrainer(step, frozen, reals[n], (prev, prev), 0.1).run(0, 2)
+        frozen.append_scale(build_generator(32), 0.1)
     assert len(geometry.sizes) == 3
     assert step._iteration.experimental_get_tracing_count() == 1
     assert step._critic_steps[True].experimental_get_tracing_count() == 1  # one trace for 3 steps

@@ -1,57 +1,25 @@
-"""The paper's five applications (Shaham et al. 2019, section 4; DESIGN.md section 6).
+"""Injection: an image fed to the pyramid as out_{K-1} and run through scales K..N.
 
-All of them reuse a trained pyramid; only super-resolution trains one of
-its own (with the SR settings).
-
-* ``paint2image``: a paint/clipart, downscaled to scale K-1, is injected
-  and scales K..N turn it into an image with the training image's patches.
-* ``harmonize`` / ``edit``: the same injection of a naive paste / an edited
-  copy of the training image, blended back with a mask (given, or derived
-  from the difference to the training image), so pixels outside the mask
-  keep the input's values; ``harmonize`` can first fine-tune scales K..N
-  on the naive image, in memory.
-* ``train_sr`` + ``super_resolve``: train with reconstruction weight 100
-  and ``r = F^(-1/k)`` close to 2^(-1/3); then k times upsample by 1/r and
-  pass the result through the finest generator.
-* ``animate``: a momentum random walk in the noise of the scales below K,
-  pulled toward the reconstruction noise; finer scales keep fixed noise.
-
-Every function takes and returns float32 images in [-1, 1] ([H, W, 3]);
-the CLI (``singan_tf.cli``) does the file handling.
+``paint2image`` (paper Fig. 8), ``harmonize`` (Fig. 10) and ``edit``
+(Fig. 11); the last two blend the result back into their input with a mask
+and may first ``fine_tune`` scales K..N on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from singan_tf.config import TrainConfig
 from singan_tf.errors import ConfigError, InputError
-from singan_tf.images import atomic_write_bytes, publish, to_uint8
 from singan_tf.models import PatchCritic, ScaleGenerator, build_generator
-from singan_tf.preflight import check_animation_path, check_walk
-from singan_tf.pyramid import SR_ALPHA, Size, downscale, noise_sizes, sr_config, sr_steps, upsample
+from singan_tf.pyramid import Size, downscale, noise_sizes, upsample
 from singan_tf.runtime import Choice, dtype_policy, resolve_precision, training_graph_options
-from singan_tf.sampling import Pyramid, run_pyramid
-from singan_tf.training import (
-    RandomPath,
-    ScaleData,
-    ScaleTrainer,
-    StepCache,
-    TrainingCallback,
-    TrainResult,
-    train_pyramid,
-)
+from singan_tf.sampling import Pyramid
+from singan_tf.training import ScaleTrainer, StepCache
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +190,7 @@ def fine_tune(
     sizes = noise_sizes(pyramid.sizes, scale_h)
     reals = [tf.constant(resize(image, size)[None]) for size in sizes]
     generators: list[ScaleGenerator] = list(pyramid.generators)
+    tuned = dataclasses.replace(pyramid, generators=generators)  # its scales below n: fine-tuned
     steps = StepCache(config)  # scales of one width share a traced training step
     with training_graph_options():
         for n in range(scale, pyramid.num_scales):
@@ -229,9 +198,9 @@ def fine_tune(
             step.set_weights(generators[n].get_weights(), critics[n].get_weights())
             step.reset()
             prev = upsample(reals[n - 1], sizes[n])
-            data = ScaleData.of(n, reals[n], (prev, prev), pyramid.noise_amps[n])
-            path = RandomPath(generators[:n], pyramid.noise_amps[:n], sizes[:n])
-            last = ScaleTrainer(config, n, data, step, path).run(0, iters)
+            coarser = tuned.coarser(n)
+            trainer = ScaleTrainer(step, coarser, reals[n], (prev, prev), pyramid.noise_amps[n], scale_h)
+            last = trainer.run(0, iters)
             g = build_generator(
                 config.channels(n), config.num_layers, config.kernel_size, dtype=dtype_policy(precision)
             )
@@ -241,7 +210,7 @@ def fine_tune(
             log.info(
                 "fine-tuned scale %d for %d iterations (reconstruction RMSE %.4f)", n, iters, last["rec_rmse"]
             )
-    return dataclasses.replace(pyramid, generators=generators)
+    return tuned
 
 
 def inject_and_blend(
@@ -322,149 +291,3 @@ def edit(
     """Blend a copy-paste edit of the training image into it (paper Fig. 11); as ``harmonize``,
     with a wider derived mask and soft edge."""
     return inject_and_blend(pyramid, edited, scale, EDIT_MASK, mask, name="edited image", **kwargs)
-
-
-# -- super-resolution --------------------------------------------------------
-# SR_ALPHA, sr_steps and sr_config (the SR pyramid's settings) are arithmetic, in singan_tf.pyramid:
-# the CLI checks --factor and the pyramid they give before TensorFlow loads.
-def train_sr(
-    config: TrainConfig,
-    image: np.ndarray,
-    factor: float,
-    out,
-    callbacks: Sequence[TrainingCallback] = (),
-    resume: bool = False,
-    alpha: float = SR_ALPHA,
-) -> TrainResult:
-    """Train the SR pyramid of ``image`` (``train_pyramid`` with ``sr_config``)."""
-    return train_pyramid(sr_config(config, factor, alpha), image, out, callbacks, resume)
-
-
-def super_resolve(
-    pyramid: Pyramid, image: np.ndarray, factor: float, seed: int = 0, noise_scale: float = 1.0
-) -> np.ndarray:
-    """Upsample ``image`` ``factor`` times with the finest generator (paper section 4, Fig. 9).
-
-    k times (``sr_steps``): upsample by 1/r (the pyramid's upsampling op)
-    and run G_N with its noise amplitude on fresh noise. Step i's size is
-    ``round(size * factor**(i/k))``, so the result is exactly
-    ``round(size * factor)``.
-
-    Args:
-        pyramid: ideally trained with ``train_sr`` on ``image``.
-        image: [H, W, 3], the low-resolution image (the run's training image).
-
-    Returns:
-        [round(H * factor), round(W * factor), 3] float32.
-    """
-    k, _ = sr_steps(factor)
-    h, w = image.shape[:2]
-    rng = np.random.default_rng(seed)
-    out = tf.constant(np.asarray(image, np.float32)[None])
-    for i in range(1, k + 1):
-        size = (round(h * factor ** (i / k)), round(w * factor ** (i / k)))
-        z = noise_scale * rng.standard_normal((1, *size, 3), dtype=np.float32)
-        out = run_pyramid(pyramid.generators[-1:], pyramid.noise_amps[-1:], [z], prev=out)
-    return out[0].numpy()
-
-
-# -- animation ---------------------------------------------------------------
-def walk_noise(
-    pyramid: Pyramid,
-    frames: int,
-    start_scale: int,
-    alpha: float = 0.1,
-    beta: float = 0.9,
-    seed: int = 0,
-    scale_h: float = 1.0,
-    scale_v: float = 1.0,
-) -> list[np.ndarray]:
-    """Per-scale noise of ``frames`` frames, [T, h_n, w_n, C] each.
-
-    Scales n < K follow a momentum random walk pulled toward the
-    reconstruction noise z_rec (z* at scale 0, zeros above), as in the
-    paper's animation:
-    ``z_t = alpha * z_rec + (1 - alpha) * (z_{t-1} + beta * (z_{t-1} - z_{t-2}) + (1 - beta) * eps_t)``,
-    starting at z_rec. Scales n >= K keep one fixed noise draw.
-    """
-    check_walk(frames, start_scale, pyramid.num_scales, alpha, beta)
-    sizes = noise_sizes(pyramid.sizes, scale_h, scale_v)
-    fixed = pyramid.noise(seed, 1, scale_h, scale_v)
-    rec = pyramid.rec_noises(sizes)
-    rng = np.random.default_rng([seed, 0xA417])
-    noises = [np.repeat(z, frames, axis=0) for z in fixed]
-    for n in range(start_scale):
-        z_prev = z_prev2 = rec[n][0]
-        for t in range(frames):
-            eps = rng.standard_normal(z_prev.shape, dtype=np.float32)
-            z = alpha * rec[n][0] + (1 - alpha) * (z_prev + beta * (z_prev - z_prev2) + (1 - beta) * eps)
-            noises[n][t] = z
-            z_prev2, z_prev = z_prev, z
-    return noises
-
-
-def animate(pyramid: Pyramid, frames: int, start_scale: int, batch_size: int = 8, **walk) -> np.ndarray:
-    """Frames of a single-image animation (paper section 4, Fig. 12): [T, H, W, 3].
-
-    ``walk``: ``alpha``, ``beta``, ``seed``, ``scale_h``, ``scale_v`` of ``walk_noise``.
-    """
-    noises = walk_noise(pyramid, frames, start_scale, **walk)
-    out = [
-        pyramid.generate([z[t : t + batch_size] for z in noises]).numpy()
-        for t in range(0, frames, batch_size)
-    ]
-    return np.concatenate(out, axis=0)
-
-
-def _gif_bytes(frames: np.ndarray, fps: float) -> bytes:
-    # One palette for all frames (from a strip of them): per-frame palettes flicker.
-    strip = Image.fromarray(np.concatenate(frames[:: max(1, len(frames) // 16)], axis=0))
-    palette = strip.quantize(256)
-    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
-    buf = io.BytesIO()
-    images[0].save(
-        buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
-    )
-    return buf.getvalue()
-
-
-def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
-    import imageio_ffmpeg
-
-    # H.264 in yuv420p needs even sides: repeat the last row/column if odd.
-    h, w = frames.shape[1:3]
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
-    try:
-        writer = imageio_ffmpeg.write_frames(tmp, frames.shape[2:0:-1], fps=fps, macro_block_size=2)
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_animation(frames: np.ndarray, path: str | os.PathLike, fps: float, info: dict) -> list[Path]:
-    """Write frames as a GIF (Pillow) or MP4 (imageio-ffmpeg), plus ``<path>.json``
-    with the frame count, size, fps and ``info``. Both atomically.
-
-    Returns:
-        The paths written.
-    """
-    path = check_animation_path(path)
-    if not fps > 0:
-        raise ConfigError("--fps must be > 0")
-    pixels = to_uint8(frames)
-    if path.suffix.lower() == ".gif":
-        atomic_write_bytes(path, _gif_bytes(pixels, fps))
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_mp4(pixels, path, fps)
-    meta = {"frames": len(frames), "height": frames.shape[1], "width": frames.shape[2], "fps": fps, **info}
-    meta_path = path.with_suffix(".json")
-    atomic_write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
-    return [path, meta_path]
