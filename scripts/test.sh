@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up, then run the whole test suite: lint, layering contracts, pytest.
 # Usage: bash scripts/test.sh [pytest options]
+# pytest runs tests/ and the library's docstring examples, leaving out the tests
+# marked slow (pyproject.toml); `bash scripts/test.sh -m slow` runs only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's chromium and load onnxruntime-web from the npm registry
