@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
         if args.random:
-            from bench.infer_speed import random_run
+            from bench.rundirs import random_run
 
             run = random_run(Path(tmp) / "run")
         name = "rocket" if args.random is False and "rocket" in str(run) else "model"

@@ -1,4 +1,10 @@
-"""Shared helpers of the benchmarks: machine info, analytic FLOPs, result files."""
+"""Shared helpers of the benchmarks: machine info, the bench images, child processes, result files.
+
+Light on purpose: the standard library only at module level (TensorFlow and
+singan_tf are imported inside the functions that need them), so that
+``torch_reference.py`` can use it in a venv with torch and numpy alone. The
+helpers on run directories (train, score, compare) are in ``bench.rundirs``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -60,7 +67,29 @@ def image_path(name_or_path: str) -> str:
     return str(ROOT / IMAGES[name_or_path]) if name_or_path in IMAGES else name_or_path
 
 
+def quiet_env() -> dict[str, str]:
+    """This process's environment for a child that loads TensorFlow, without its start-up lines."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run_timed(command: list[str]) -> tuple[float, float]:
+    """Run ``command`` (with ``quiet_env``); its wall time (s) and its own peak RSS (MB).
+
+    The peak is the child's alone (``os.wait4``), not the maximum over every child this
+    process has had. Raises ``CalledProcessError`` when the command fails.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, env=quiet_env())
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, command)
+    return wall, usage.ru_maxrss / 1024
+
+
 def write_result(path: Path, result: dict) -> None:
+    """``result`` as JSON at ``path`` (written to a temp name, then renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

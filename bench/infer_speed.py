@@ -22,30 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import machine_info, write_result
+from bench.rundirs import random_run
 
 REFERENCE_S_PER_SAMPLE = {1.0: 0.19, 2.0: 0.50}  # PyTorch reference, 186x248 and 2x width, 2 cores
-
-
-def random_run(path: Path) -> Path:
-    """A run directory with untrained weights and the paper geometry of a 186x248 image."""
-    import keras
-
-    from singan_tf.config import TrainConfig
-    from singan_tf.models import build_critic, build_generator
-    from singan_tf.pyramid import pyramid_geometry
-    from singan_tf.rundir import RunDir
-    from singan_tf.training import draw_rec_noise
-
-    config = TrainConfig()
-    geometry = pyramid_geometry((186, 248))
-    run = RunDir(path)
-    keras.utils.set_random_seed(0)
-    image = np.zeros((186, 248, 3), np.float32)
-    run.initialise(config, geometry, image, draw_rec_noise(config, geometry.sizes[0]))
-    for n in range(geometry.num_scales):
-        ch = config.channels(n)
-        run.write_scale(n, build_generator(ch), build_critic(ch), 0.1 if n else 1.0, {})
-    return path
 
 
 def timeit(fn, reps: int) -> tuple[float, float]:

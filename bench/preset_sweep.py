@@ -2,11 +2,11 @@
 
 Each setting (``key=value`` overrides of the paper preset's ``TrainConfig``,
 e.g. ``iters=500`` or ``iters=500,max_channels=64``; ``preset=NAME`` starts
-from another preset) trains the same image
-in a fresh subprocess (so wall time and peak RSS are its own), then
-``singan_tf.evaluate`` scores it: patch SWD to the training image,
-diversity, reconstruction RMSE. Results go to one JSON and a plot
-(SWD and diversity against wall time).
+from another preset) trains the same image in a fresh process
+(``python -m bench.train_run``, so wall time and peak RSS are its own),
+then ``singan_tf.evaluation.evaluate`` scores it: patch SWD to the training
+image, band-pass SWD, diversity, reconstruction RMSE. Results go to one
+JSON and a plot (SWD and diversity against wall time).
 
     python -m bench preset-sweep --max-size 64 --settings iters=2000 iters=1000 iters=500 --seeds 0 1
 """
@@ -15,55 +15,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import git_commit, image_path, machine_info, write_result
+from bench.common import git_commit, machine_info, run_timed, write_result
+from bench.rundirs import evaluate_run, parse_setting, train_command
 
-TRAIN = (
-    "import json, sys\n"
-    "from singan_tf.config import TrainConfig\n"
-    "from singan_tf.images import load_image\n"
-    "from singan_tf.pyramid import geometry_for\n"
-    "from singan_tf.training import train_pyramid\n"
-    "from singan_tf.tune import configure_threads\n"
-    "overrides, image, out = json.loads(sys.argv[1]), load_image(sys.argv[2]), sys.argv[3]\n"
-    "threads = overrides.pop('cpu_threads', 'auto')\n"
-    "config = TrainConfig.from_preset(overrides.pop('preset', 'paper'), **overrides)\n"
-    "configure_threads(threads, config, geometry_for(config, image.shape[:2]))  # as singan_tf.train\n"
-    "train_pyramid(config, image, out)\n"
-)
-
-
-def parse_setting(text: str) -> dict:
-    """``iters=500,max_channels=64`` -> {"iters": 500, "max_channels": 64}."""
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+# The start scale of the "layout fixed" scores: scales 0-1 follow the reconstruction.
+FINE_START = 2
 
 
 def run_one(overrides: dict, image: str, num: int) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    from singan_tf.rundir import RunDir
+
     run = Path(tempfile.mkdtemp(prefix="singan-sweep-")) / "run"
-    t0 = time.perf_counter()
-    image = image_path(image or "rocket")
-    proc = subprocess.Popen([sys.executable, "-c", TRAIN, json.dumps(overrides), image, str(run)], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the max over all children
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, proc.args)
+    wall, peak_rss_mb = run_timed(train_command(overrides, image or "rocket", run))
     metrics = evaluate_run(run, num)
-    manifest = json.loads((run / "pyramid.json").read_text())
+    manifest = RunDir(run).read_manifest()
     # The same scores with scales 0-1 following the reconstruction: the
     # global layout fixed, so they rate the finer scales' texture alone.
     fine = evaluate_run(run, num, start_scale=FINE_START) if len(manifest["scales"]) > FINE_START else None
@@ -72,44 +40,11 @@ def run_one(overrides: dict, image: str, num: int) -> dict:
         "image": image or "bundled rocket.jpg",
         "overrides": overrides,
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb, 1),
         "scales": [(s["size"], s["channels"], s["seconds"]) for s in manifest["scales"]],
         "metrics": metrics,
         "metrics_layout_fixed": fine,
     }
-
-
-FINE_START = 2
-
-
-def evaluate_run(run: Path, num: int, seed: int = 0, start_scale: int = 0, reuse: bool = False) -> dict:
-    """``singan_tf.evaluate`` on a run directory, in a subprocess; its report (with ``reuse``,
-    the one written earlier for the same settings, if it has the band-pass SWD)."""
-    out = run / "eval" / f"sweep_start{start_scale}_seed{seed}.json"
-    if reuse and out.is_file():
-        report = json.loads(out.read_text())
-        if report.get("num") == num and "bandpass_swd_bands" in report:
-            return report
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "singan_tf.evaluate",
-            str(run),
-            "--num",
-            str(num),
-            "--seed",
-            str(seed),
-            "--start-scale",
-            str(start_scale),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        stdout=subprocess.DEVNULL,
-    )
-    return json.loads(out.read_text())
 
 
 def short_labels(overrides: list[dict]) -> list[str]:

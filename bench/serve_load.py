@@ -49,7 +49,7 @@ def exported_models(args, tmp: Path) -> tuple[Path, str]:
     """A folder with one exported ONNX model and its name."""
     if args.models:
         return Path(args.models), args.name
-    from bench.infer_speed import random_run
+    from bench.rundirs import random_run
     from export import to_onnx
 
     run = Path(args.run) if args.run else random_run(tmp / "run")

@@ -25,7 +25,7 @@
    call + iterations x ms at every scale). Band-pass SWD per band and
    diversity on means over seeds; contact sheets.
 
-    python -m bench speed-report --torch-python /tmp/tvenv/bin/python --runs bench/runs \\
+    python -m bench speed-report --torch-python ../tvenv/bin/python --runs bench/runs \\
         --anchor preset=paper,iters=400,precision=auto --fast preset=fast --seeds 0 1
 
 Writes ``results/speed_report.json``, ``.md`` and contact sheets.
@@ -42,9 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import IMAGES, git_commit, image_path, machine_info, write_result
-from bench.fast_preset import complete, contact_sheets, label_of, summarise
-from bench.preset_sweep import evaluate_run, parse_setting
+from bench import rundirs
+from bench.common import IMAGES, git_commit, image_path, machine_info, quiet_env, run_timed, write_result
 
 GEOMETRY = (186, 248)  # the reference code's test image: 9 scales, 32/64/128 channels
 # The thread plans timed: one thread per op with one op per core, and TensorFlow's pools.
@@ -63,8 +62,7 @@ def lscpu_model() -> str:
 
 def child(args: list[str], out: Path) -> dict:
     """A bench module in its own process (its own thread pools); its JSON result."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(out)], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(out)], check=True, env=quiet_env())
     return json.loads(out.read_text())
 
 
@@ -202,8 +200,8 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
     rows, times = [], {}
     for image in args.images:
         for seed in args.seeds:
-            run = runs_dir / image / f"{label_of(anchor)}_s{seed}"
-            if complete(run):
+            run = runs_dir / image / f"{rundirs.label_of(anchor)}_s{seed}"
+            if rundirs.complete(run):
                 rows.append(_scored(run, anchor, image, seed, None, args.num))
         if any(r["image"] == image for r in rows):  # the anchor's time, where there is one
             times[image] = auto_choices(image_path(image), _options(anchor), report_runs / f"cache-{image}")
@@ -211,14 +209,12 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
         # user's first run on this machine and geometry, the next ones find its timings.
         os.environ["SINGAN_TF_CACHE_DIR"] = str(report_runs / f"cache-fast-{image}")
         for seed in args.seeds:
-            run = report_runs / image / f"{label_of(fast)}_s{seed}"
+            run = report_runs / image / f"{rundirs.label_of(fast)}_s{seed}"
             wall = None
-            if not complete(run):
+            if not rundirs.complete(run):
                 command = [sys.executable, "-m", "singan_tf.train", image_path(image), "--out", str(run)]
                 command += [*_options(fast), "--seed", str(seed), "--no-progress", "--num-samples", "2"]
-                t0 = time.perf_counter()
-                subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-                wall = time.perf_counter() - t0
+                wall, _ = run_timed(command)
                 (run / "bench_wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}) + "\n")
             elif (run / "bench_wall.json").is_file():
                 wall = json.loads((run / "bench_wall.json").read_text())["wall_s"]
@@ -227,16 +223,19 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
     for row in rows:  # the anchors' time: estimated on quiet cores from their own geometry
         if row["setting"] == anchor:
             row["wall_s"] = times[row["image"]]["estimated_train_s"]
-    return {"rows": rows, "anchor_timing": times, "summary": summarise(rows, [anchor, fast])}
+    return {"rows": rows, "anchor_timing": times, "summary": rundirs.summarise(rows, [anchor, fast])}
 
 
 def _options(setting: str) -> list[str]:
     """``preset=fast,iters=400`` as train options: ``--preset fast --iters 400``."""
-    return [part for k, v in parse_setting(setting).items() for part in (f"--{k.replace('_', '-')}", str(v))]
+    overrides = rundirs.parse_setting(setting)
+    return [part for k, v in overrides.items() for part in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def _scored(run: Path, setting: str, image: str, seed: int, wall: float | None, num: int) -> dict:
-    manifest = json.loads((run / "pyramid.json").read_text())
+    from singan_tf.rundir import RunDir
+
+    manifest = RunDir(run).read_manifest()
     return {
         "image": image,
         "setting": setting,
@@ -246,7 +245,7 @@ def _scored(run: Path, setting: str, image: str, seed: int, wall: float | None, 
         "logged_s": round(sum(s["seconds"] for s in manifest["scales"]), 1),
         "first_call_s": [s.get("first_call_s") for s in manifest["scales"]],
         "runtime": [s.get("runtime") for s in manifest["scales"]],
-        "metrics": evaluate_run(run, num, reuse=True),
+        "metrics": rundirs.evaluate_run(run, num, reuse=True),
     }
 
 
@@ -262,9 +261,7 @@ def markdown(result: dict) -> str:
         lines += per_scale_markdown(result)
     fast = result.get("fast_vs_anchor")
     if fast:
-        from bench.fast_preset import markdown as quality_table
-
-        lines += ["", quality_table(fast["summary"])]
+        lines += ["", rundirs.quality_table(fast["summary"])]
     return "\n".join(lines) + "\n"
 
 
@@ -358,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
         fast_runs = Path(args.fast_runs) if args.fast_runs else work / "runs"
         result["fast_vs_anchor"] = fast_against_anchor(args, Path(args.runs), fast_runs)
         write_result(out, result)
-        contact_sheets(result["fast_vs_anchor"]["rows"], [args.anchor, args.fast], out.parent)
+        rundirs.contact_sheets(result["fast_vs_anchor"]["rows"], [args.anchor, args.fast], out.parent)
     table = markdown(result)
     out.with_suffix(".md").write_text(table)
     print(table)

@@ -22,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from bench.common import machine_info, write_result
-from singan_tf.applications import SR_ALPHA, sr_steps, super_resolve, train_sr
+from singan_tf.applications import super_resolve, train_sr
 from singan_tf.config import TrainConfig
 from singan_tf.images import bundled_image, load_image
-from singan_tf.pyramid import downscale, scaled_size
+from singan_tf.pyramid import SR_ALPHA, downscale, scaled_size, sr_steps
 
 
 def scores(image: np.ndarray, original: np.ndarray) -> dict[str, float]:

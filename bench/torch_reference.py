@@ -13,10 +13,11 @@ scale's G plus a bicubic upsampling). Weights are random: speed does not
 depend on them. Written from the paper's description, not the original's
 code.
 
-Needs PyTorch, which the project does not depend on::
+Needs PyTorch, which the project does not depend on: a venv of its own
+(torch and numpy only), run from the repository's root::
 
-    python -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch numpy
-    /tmp/tvenv/bin/python -m bench.torch_reference [--scales 0,2,4,6,8] [--iters 3]
+    python3 -m venv ../tvenv && ../tvenv/bin/pip install torch==2.13.0 numpy
+    ../tvenv/bin/python -m bench torch-reference [--scales 0,2,4,6,8] [--iters 3]
 
 Writes ``results/torch_reference.json``.
 """
@@ -30,6 +31,7 @@ import platform
 import time
 from pathlib import Path
 
+from bench.common import write_result  # the standard library only, as singan_tf.runtime
 from singan_tf.runtime import cpu_model  # no TensorFlow: this runs in a venv with torch only
 
 # Paper preset on a 186x248 image (min size 25, max 250, r = 0.75), as
@@ -204,12 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = time_sampling(torch, factor, reps=10)
         result["sampling"].append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
-    print(f"wrote {out}")
+    write_result(Path(args.out), result)
     return result
 
 
