@@ -205,14 +205,15 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # and a fifth of the iterations.
 #
 # "fast" is the best of the 250-px quality/time sweep that trains within 15
-# minutes on 2 CPU cores (bench/README.md, results/preset_sweep_250.json):
+# minutes on 2 CPU cores (bench/README.md, bench/results/preset_sweep_250.json):
 # the paper's pyramid and losses, 32 channels at every scale instead of up
 # to 128, 1000 iterations at the coarsest scale falling by 0.8x per scale
 # (210 at the 8th: the coarse scales that set the layout train longest, the
 # fine ones, which only add texture, train shortest), and the precision
 # measured fastest on the machine (``auto``: bfloat16 on an AMD EPYC Zen 4 and
-# on an Intel Xeon with AMX, where the bundled image trains in ~9-10 min;
-# float32 where bfloat16 is slower, as on an AVX-512-BF16 Xeon without AMX).
+# on an Intel Xeon with AMX, float32 where bfloat16 is slower, as on an
+# AVX-512-BF16 Xeon without AMX). The bundled image trains in ~10 min on the
+# EPYC and 13.5 min on the AMX Xeon (README.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_size": 80, "iters": 400},

@@ -25,6 +25,7 @@ from singan_tf.errors import ConfigError, InputError
 
 MANIFEST = "pyramid.json"
 CONFIG = "config.json"
+FORMAT_VERSION = 1  # of the run directory (docs/design.md §8); a reader refuses newer ones
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -48,9 +49,15 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{Path(run_dir)}: not a singan-tf run directory (no {MANIFEST})")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except ValueError as err:  # not UTF-8, or not JSON
         raise InputError(f"{path}: unreadable ({err})") from None
+    if manifest.get("format", 1) > FORMAT_VERSION:
+        raise InputError(
+            f"{Path(run_dir)}: run directory format {manifest['format']} is newer than this singan-tf "
+            f"reads ({FORMAT_VERSION}); upgrade singan-tf"
+        )
+    return manifest
 
 
 def trained_manifest(run_dir: str | os.PathLike, allow_partial: bool = False) -> dict[str, Any]:

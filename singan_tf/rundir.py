@@ -35,11 +35,16 @@ from singan_tf import __version__
 from singan_tf.config import TrainConfig
 from singan_tf.images import atomic_write_bytes, load_image, publish, save_image
 from singan_tf.models import build_critic, build_generator
-from singan_tf.preflight import CONFIG, manifest_path, read_config, read_manifest, trained_manifest
+from singan_tf.preflight import (
+    CONFIG,
+    FORMAT_VERSION,
+    manifest_path,
+    read_config,
+    read_manifest,
+    trained_manifest,
+)
 from singan_tf.pyramid import PyramidGeometry
 from singan_tf.sampling import Pyramid
-
-FORMAT_VERSION = 1
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

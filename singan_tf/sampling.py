@@ -1,10 +1,10 @@
 """Sampling from a trained pyramid (docs/design.md §6).
 
-One function, ``run_pyramid``, is the forward pass of a pyramid: training's
-random path, reconstruction, sampling, injection (applications) and the
-exported graphs all call it, so they share the same upsampling op and the
-same arithmetic. ``RandomPath`` is the same pass with its noise drawn inside
-the graph from a seed tensor: training's frozen coarser pyramid.
+One function, ``run_pyramid``, is the forward pass of a pyramid: sampling,
+reconstruction, injection and super-resolution (applications) and the
+exported graphs call it, so they share the same upsampling op and the same
+arithmetic. ``RandomPath`` runs the same per-scale step with its noise drawn
+inside the graph from a seed tensor: training's frozen coarser pyramid.
 
 Noise for ``Pyramid.sample`` is drawn with numpy's PCG64 from the seed, in
 scale order, so a numpy-only client (the ONNX runner) reproduces a TF

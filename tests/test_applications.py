@@ -236,6 +236,25 @@ def test_walk_moves_only_the_coarse_noise(pyramid):
     assert noises[-1].shape[1:3] == (43, 96)
 
 
+def test_walk_follows_the_momentum_formula(pyramid):
+    # z_t = a z_rec + (1 - a) (z_{t-1} + b (z_{t-1} - z_{t-2}) + (1 - b) eps_t), from z_rec, with eps
+    # drawn scale by scale, frame by frame from default_rng([seed, 0xA417]); finer scales: one fixed draw.
+    alpha, beta, frames = 0.2, 0.7, 4
+    noises = applications.walk_noise(pyramid, frames, start_scale=2, alpha=alpha, beta=beta, seed=5)
+    rng = np.random.default_rng([5, 0xA417])
+    rec = pyramid.rec_noises(pyramid.sizes)
+    for n in range(2):
+        z_rec = rec[n][0]
+        prev2 = prev = z_rec
+        for t in range(frames):
+            eps = rng.standard_normal(z_rec.shape, dtype=np.float32)
+            z = alpha * z_rec + (1 - alpha) * (prev + beta * (prev - prev2) + (1 - beta) * eps)
+            np.testing.assert_allclose(noises[n][t], z, rtol=1e-6, atol=1e-6)
+            prev2, prev = prev, z
+    fixed = pyramid.noise(5, 1)
+    np.testing.assert_array_equal(noises[2], np.repeat(fixed[2], frames, axis=0))
+
+
 def test_animation_frames_are_smooth_but_move(pyramid):
     frames = applications.animate(pyramid, 16, start_scale=2, seed=4)
     assert frames.shape == (16, 43, 64, 3)

@@ -61,7 +61,7 @@ def test_kill_minus_9_then_resume(tmp_path):
     )
     deadline = time.monotonic() + 300
     try:
-        # Wait until scale 0 is finished and scale 1 has a checkpoint past iteration 20.
+        # Wait until scale 0 is finished and scale 1 has a checkpoint at iteration 40 or later.
         while time.monotonic() < deadline:
             ck = run.read_checkpoint(1) if run.exists() and run.finished_scales() == 1 else None
             if ck is not None and ck[0] >= 40:

@@ -330,3 +330,12 @@ def test_runs_without_the_float_image_fall_back_to_the_png(trained_run, tmp_path
     shutil.copytree(trained_run, copy)
     (copy / "training_image.npy").unlink()
     np.testing.assert_allclose(RunDir(copy).read_image(), RunDir(trained_run).read_image(), atol=1 / 127.5)
+
+
+def test_a_run_directory_of_a_newer_format_is_refused(tmp_path):
+    copy = tmp_path / "future"
+    shutil.copytree(OLD_RUN, copy)
+    manifest = json.loads((copy / "pyramid.json").read_text())
+    (copy / "pyramid.json").write_text(json.dumps({**manifest, "format": rundir.FORMAT_VERSION + 1}))
+    with pytest.raises(InputError, match="format 2 is newer than this singan-tf reads"):
+        load_pyramid(copy)
