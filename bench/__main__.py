@@ -29,6 +29,7 @@ BENCHMARKS = {
     "serve-load": "bench.serve_load",
     "browser-speed": "bench.browser_speed",
     "sr-quality": "bench.sr_quality",
+    "train-many": "bench.train_many",
     "speed-report": "bench.speed_report",
     "torch-reference": "bench.torch_reference",
     "plot": "bench.plot",

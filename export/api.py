@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from singan_tf import __version__
-from singan_tf.errors import ConfigError, InputError
+from singan_tf.errors import ConfigError, InputError, SinganError
 from singan_tf.images import atomic_write_bytes
+from singan_tf.preflight import manifest_path, trained_manifest
 
 if TYPE_CHECKING:
     from singan_tf.sampling import Pyramid
@@ -256,3 +257,33 @@ def export_run(
     if "onnx-int8" in formats:
         out["onnx-int8"] = to_onnx_int8(run_dir, out_dir, name)
     return out
+
+
+def batch_runs(folder: str | os.PathLike) -> list[tuple[str, Path, str | None]]:
+    """The run directories directly under ``folder`` (a ``train-many`` batch), sorted by name:
+    (model name = folder name, path, None if training finished else why it is skipped)."""
+    runs = []
+    for path in sorted(p for p in Path(folder).iterdir() if manifest_path(p).is_file()):
+        try:
+            trained_manifest(path)
+            check_name(path.name)
+            runs.append((path.name, path, None))
+        except SinganError as err:
+            runs.append((path.name, path, str(err)))
+    return runs
+
+
+def export_batch(
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    version: int | None = None,
+    formats: tuple[str, ...] = ("savedmodel", "onnx"),
+) -> dict[str, dict[str, Path] | str]:
+    """``export_run`` for every finished run of a batch into one folder, each model named after
+    its run; ``savedmodel/models.config`` then lists them all. Returns, per run, what was
+    written or why it was skipped."""
+    check_formats(formats)
+    return {
+        name: export_run(path, out_dir, name, version, formats) if why is None else why
+        for name, path, why in batch_runs(folder)
+    }

@@ -250,6 +250,57 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train-many ------------------------------------------------------------
+def add_train_many_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--out", "-o", required=True, help="batch folder: one run directory per image")
+    add_config_arguments(p)
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="where the runs train")
+    p.add_argument("--address", help="Ray cluster address to join (default: start a local one)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="runs side by side (local; default: one per core, each pinned to its core), or the share "
+        "of the cores each Ray task declares (cores / workers)",
+    )
+    p.add_argument(
+        "--evaluate",
+        type=int,
+        nargs="?",
+        const=50,
+        default=0,
+        metavar="N",
+        help="score each finished run on N samples (default 50): SWD, band-pass SWD, diversity",
+    )
+    p.add_argument("--no-progress", action="store_true", help="one line per finished run instead of a bar")
+
+
+@_guarded
+def run_train_many(args: argparse.Namespace) -> int:
+    from singan_tf import batch
+
+    config_from_args(args)  # the options' values, checked once for every run
+    if args.cpu_threads != "auto":
+        raise ConfigError("train-many sizes each run's threads; leave --cpu-threads out")
+    if args.engine == "local" and args.address:
+        raise ConfigError("--address joins a Ray cluster; add --engine ray")
+    overrides = explicit_overrides(args)
+    train_args = batch.train_arguments(args.preset, **overrides)
+    summary = batch.train_many(
+        args.images,
+        args.out,
+        train_args,
+        engine=args.engine,
+        workers=args.workers,
+        address=args.address,
+        evaluate=args.evaluate,
+        progress=not args.no_progress,
+    )
+    print(batch.table(summary))
+    log.info("summary: %s", Path(args.out) / batch.SUMMARY_FILE)
+    return batch.exit_code(summary)
+
+
 # -- sample ----------------------------------------------------------------
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory written by train")
@@ -622,6 +673,11 @@ def run_tune(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a pyramid on one image", add_train_arguments, run_train),
+    "train-many": (
+        "train one pyramid per image of a folder or list, locally or on a Ray cluster; resumable",
+        add_train_many_arguments,
+        run_train_many,
+    ),
     "sample": ("draw samples from a trained run directory", add_sample_arguments, run_sample),
     "tune": (
         "time the training step for every precision / thread / XLA choice, and show what auto picks",
