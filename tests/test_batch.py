@@ -124,10 +124,16 @@ def test_a_killed_batch_resumes_without_retraining(images, tmp_path):
     assert json.loads((out / "hubble" / "pyramid.json").read_text())["scales"]
     rocket_before = {k: v for k, v in _files(out / "rocket").items() if k.startswith("scales/")}
 
-    assert command_main("train-many", args) == 0
-    summary = {e["name"]: e["status"] for e in json.loads((out / "summary.json").read_text())["runs"]}
-    assert summary == {"hubble": "skipped", "rocket": "resumed"}
-    assert _files(out / "hubble") == finished  # byte-identical, nothing retrained
+    assert command_main("train-many", [*args, "--evaluate", "4"]) == 0
+    entries = json.loads((out / "summary.json").read_text())["runs"]
+    assert {e["name"]: e["status"] for e in entries} == {"hubble": "skipped", "rocket": "resumed"}
+    for e in entries:  # --evaluate scores finished runs, skipped ones too
+        report = json.loads((out / e["name"] / "eval" / "batch_num4.json").read_text())
+        assert e["bandpass_swd"] == report["bandpass_swd"] > 0 and e["diversity"] == report["diversity"] > 0
+    after = _files(out / "hubble")
+    assert all(after.get(k) == v for k, v in finished.items())  # byte-identical, nothing retrained
+    added = set(after) - set(finished)  # evaluate's report and its TensorBoard scalars only
+    assert added and all(k.startswith(("eval/", "logs/events.out.tfevents")) for k in added), added
     rocket_after = _files(out / "rocket")
     assert all(rocket_after[k] == v for k, v in rocket_before.items())  # its finished scales kept
     assert "resuming from the checkpoint" in (out / "logs" / "rocket.log").read_text()
