@@ -49,6 +49,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 NAMES_FILE = "batch.json"  # image -> run name, so a second call finds the same runs
 SUMMARY_FILE = "summary.json"
 RAY_RETRIES = 3  # a run's Ray task is retried this often when its worker dies
+EXIT_PARTIAL = 3  # train-many's exit code when some runs failed
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}{postfix}]"
 
 
@@ -236,6 +237,13 @@ def _evaluate(run: BatchRun, num: int) -> dict[str, Any]:
     return {k: report[k] for k in ("patch_swd", "bandpass_swd", "diversity")}
 
 
+def _cores() -> list[int]:
+    """The cores this process may run on (its affinity mask), as ``runtime.core_count`` counts them."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 # -- engines -----------------------------------------------------------------------
 def default_workers(cores: int) -> int:
     """Runs side by side on ``cores`` cores: one per core.
@@ -249,9 +257,7 @@ def default_workers(cores: int) -> int:
 
 
 def _run_local(runs, unit: Callable[..., dict], workers: int, on_result: Callable[[dict], None]) -> None:
-    cores = (
-        sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
-    )
+    cores = _cores()
     share = max(1, len(cores) // workers)
     slots: queue.Queue = queue.Queue()
     for k in range(workers):  # each worker its own cores; with one worker, the process decides
@@ -393,7 +399,7 @@ def train_many(
         raise ConfigError("--workers must be >= 1")
     t0 = time.perf_counter()
     runs = plan_runs(find_images(images), out)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(_cores())
     workers = workers or default_workers(cores)
     entries: dict[str, dict] = {}
     bar = _Progress(runs, progress)
@@ -410,8 +416,7 @@ def train_many(
             _run_ray(runs, unit, address, max(1, cores // workers), on_result)
     finally:
         bar.close()
-    summary = _summary(out, [entries[run.name] for run in runs if run.name in entries], t0)
-    return summary
+    return _summary(out, [entries[run.name] for run in runs if run.name in entries], t0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -480,6 +485,3 @@ def exit_code(summary: dict[str, Any]) -> int:
     if failed == 0:
         return 0
     return 1 if failed == len(summary["runs"]) else EXIT_PARTIAL
-
-
-EXIT_PARTIAL = 3
