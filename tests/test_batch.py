@@ -109,10 +109,9 @@ def test_a_killed_batch_resumes_without_retraining(images, tmp_path):
     args = [str(good), "--out", str(out), "--preset", "quick", "--max-size", "40", "--iters", "60"]
     args += ["--checkpoint-every", "10", "--workers", "1", "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "singan_tf", "train-many", *args], start_new_session=True)
-    rocket_checkpoint = out / "rocket" / "checkpoints"
     deadline = time.monotonic() + 300
     try:  # hubble trains first (names in order, one at a time); kill during rocket's training
-        while not (rocket_checkpoint.is_dir() and any(rocket_checkpoint.iterdir())):
+        while not _has_checkpoint(out / "rocket"):
             assert proc.poll() is None and time.monotonic() < deadline, (
                 "the batch ended before rocket trained"
             )
@@ -182,11 +181,16 @@ def test_ray_engine_retries_a_run_whose_worker_died(images, tmp_path, monkeypatc
     assert "resuming from the checkpoint" in (out / "logs" / "rocket.log").read_text()
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    """A published checkpoint: while one is being written, only its hidden temp file exists, and a
+    kill then leaves the run nothing to resume from."""
+    return any((run_dir / "checkpoints").glob("scale_*.npz"))
+
+
 def _kill_the_worker_training(run_dir: Path, deadline: float) -> int:
     """SIGKILL the Ray worker whose training process writes ``run_dir``, once it checkpointed."""
     while time.monotonic() < deadline:
-        checkpoints = run_dir / "checkpoints"
-        if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        if _has_checkpoint(run_dir):
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
