@@ -522,11 +522,29 @@ def assumed_gflops() -> float:
 INFER_MARGIN = 1.15  # a winner this much faster at two scales of a width decides the next ones
 
 
+def sample_scales(config: TrainConfig, sizes: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """Per width, the scale where the thread probe times every candidate, not only the prior:
+    the middle one of the width's scales.
+
+    What XLA or bfloat16 gains depends on the machine (XLA with two threads per op was
+    1.5-1.8x faster than without on an AMD EPYC Zen 3 and slower on an Intel Xeon with AMX,
+    bench/README.md), so a thread plan is judged with its best candidates, not its prior:
+    their speed-up is measured once per width, here, and assumed at the width's other
+    scales until they are measured. Not the width's first scale: at the coarsest maps
+    fixed costs hide what a candidate gains.
+    """
+    by_width: dict[int, list[int]] = {}
+    for n in range(len(sizes)):
+        by_width.setdefault(config.channels(n), []).append(n)
+    return {ch: scales[len(scales) // 2] for ch, scales in by_width.items()}
+
+
 class Tuner:
     """Per-scale precision and XLA for one run (``--precision auto``, ``--jit auto``).
 
-    ``decide`` looks the candidates up in the cache, measures the missing
-    ones while the budget lasts (``measure(choice, timed_iters)`` runs real
+    ``decide`` looks the candidates up in the cache, infers a clear winner
+    (at two timed scales of the width, or at the width's sample scale, which
+    the thread probe times in full), measures the missing ones while the budget lasts (``measure(choice, timed_iters)`` runs real
     training iterations and returns a ``Timing``), and picks the fastest.
     The budget is ``budget`` times the run's estimated training time, from
     the analytic cost model at the throughput measured so far.
@@ -624,7 +642,7 @@ class Tuner:
         from_cache = set(timings)
         missing = [c for c in candidates if c not in timings]
         if missing:
-            inferred = self._infer(channels, candidates)
+            inferred = self._infer(channels, candidates) or self._from_sample(scale, candidates)
             if inferred is not None:
                 return inferred
         spent = need = 0.0
@@ -662,6 +680,47 @@ class Tuner:
         source = "cache" if set(timings) <= from_cache else "measured"
         return Decision(best, source, labelled, spent, note)
 
+    def _from_sample(self, scale: int, candidates: list[Choice]) -> Decision | None:
+        """The winner at the width's sample scale (``sample_scales``: the thread probe timed every
+        candidate there), if it beat the rest by ``INFER_MARGIN``."""
+        sample = sample_scales(self.config, self.sizes)[self.config.channels(scale)]
+        if self.cache is None or sample == scale:
+            return None
+        timed = {c: self.cache.get(self.key(sample, c)) for c in candidates}
+        if not all(timed.values()):
+            return None
+        winner = min(candidates, key=lambda c: timed[c].ms_per_iter)
+        margin = min(timed[c].ms_per_iter for c in candidates if c != winner) / timed[winner].ms_per_iter
+        if margin < INFER_MARGIN:
+            return None
+        if winner.xla and not candidates[0].xla:  # XLA compiles for every shape: does it pay here?
+            plain = self.estimate(scale, candidates[0])
+            if plain is not None:
+                saved_s = self.iters(scale) * plain.ms_per_iter * (1 - 1 / margin) / 1e3
+                if saved_s < timed[winner].first_call_s:
+                    return None
+        note = f"{margin - 1:.0%} faster than the rest at scale {sample}, where this width was sampled"
+        return Decision(winner, "inferred", note=note)
+
+    def estimate(self, scale: int, choice: Choice) -> Timing | None:
+        """``choice``'s timing at ``scale``: cached, or scaled from the width's sample scale by
+        the ratio of a candidate timed at both (None if neither)."""
+        if self.cache is None:
+            return None
+        timing = self.cache.get(self.key(scale, choice))
+        sample = sample_scales(self.config, self.sizes)[self.config.channels(scale)]
+        if timing is not None or sample == scale:
+            return timing
+        at_sample = self.cache.get(self.key(sample, choice))
+        if at_sample is None:
+            return None
+        for other in self.candidates(scale):
+            here, there = self.cache.get(self.key(scale, other)), self.cache.get(self.key(sample, other))
+            if here and there:
+                ms = here.ms_per_iter * at_sample.ms_per_iter / there.ms_per_iter
+                return Timing(ms, at_sample.first_call_s, 0)
+        return None
+
     def _infer(self, channels: int, candidates: list[Choice]) -> Decision | None:
         """The winner of the two latest fully timed scales of this width, if it won both clearly.
 
@@ -690,27 +749,38 @@ class Tuner:
 def predicted_run_s(
     config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: ThreadPlan, cache: TuningCache
 ) -> float | None:
-    """Training time of a run under ``plan`` from cached timings (None if any scale lacks one)."""
+    """Training time of a run under ``plan`` with each scale's fastest candidate, from cached
+    timings or estimated from the width's sample scale (``Tuner.estimate``); an XLA candidate
+    pays its compile (its first call) at every scale. None if a scale has no timing."""
     tuner = Tuner(config, sizes, plan, cache)
     total = 0.0
     for n in range(len(sizes)):
-        times = [cache.get(tuner.key(n, c)) for c in tuner.candidates(n)]
-        known = [t.ms_per_iter for t in times if t]
+        times = [(c, tuner.estimate(n, c)) for c in tuner.candidates(n)]
+        known = [
+            (t.first_call_s if c.xla else 0.0) + t.ms_per_iter * config.scale_iters(n) / 1e3
+            for c, t in times
+            if t
+        ]
         if not known:
             return None
-        total += min(known) * config.scale_iters(n) / 1e3
+        total += min(known)
     return total
 
 
 PROBE_START_S = 4.0  # a probe process: interpreter, TensorFlow import, first trace
 
 
-def probe_cost_s(config: TrainConfig, sizes: Sequence[tuple[int, int]]) -> float:
-    """Estimated seconds of one probe process (``python -m singan_tf.tune --probe``): start,
-    one trace per width, and every scale's prior choice timed."""
-    tuner = Tuner(config, sizes, None, None)
+def probe_cost_s(config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: ThreadPlan = None) -> float:
+    """Estimated seconds of one probe process (``python -m singan_tf.tune --probe``) for
+    ``plan``: start, one trace per width, every scale's prior choice timed, and every other
+    candidate at each width's sample scale."""
+    tuner = Tuner(config, sizes, plan, None)
     per_width = {config.channels(n) for n in range(len(sizes))}
-    timed = sum(tuner.estimate_s(n) for n in range(len(sizes))) * (WARMUP_ITERS + TIMED_ITERS)
+    iters = WARMUP_ITERS + TIMED_ITERS
+    timed = sum(tuner.estimate_s(n) for n in range(len(sizes))) * iters
+    for n in sample_scales(config, sizes).values():
+        for choice in tuner.candidates(n)[1:]:
+            timed += (XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S) + iters * tuner.estimate_s(n)
     return PROBE_START_S + len(per_width) * FIRST_CALL_S + timed
 
 
@@ -729,7 +799,9 @@ def choose_threads(
     without them are first measured by ``probe(plan)`` (a probe process
     that times every scale's prior choice and fills the cache) if all the
     missing probes fit in the budget, a one-time cost per machine and
-    geometry; otherwise the prior plan.
+    geometry; otherwise the prior plan. A plan is judged by its best candidates
+    (``predicted_run_s``), so TensorFlow's pools win where XLA, a candidate only
+    there, is what makes them faster.
     """
     cores, gpus = core_count(), len(gpu_devices())
     if setting != "auto":
@@ -742,7 +814,7 @@ def choose_threads(
     probed = False
     if missing and probe is not None:
         tuner = Tuner(config, sizes, candidates[0], cache)
-        cost = len(missing) * probe_cost_s(config, sizes)
+        cost = sum(probe_cost_s(config, sizes, plan) for plan in missing)
         if cost <= budget * tuner.run_estimate_s():
             for plan in missing:
                 probe(plan)

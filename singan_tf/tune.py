@@ -72,16 +72,18 @@ def time_geometry(
     reuse: bool = True,
     prior_only: bool = False,
 ) -> list[dict]:
-    """Time every candidate (or only the prior) at every scale (or ``scales``) in this
-    process's thread pools; timings go to ``cache`` (and come from it with ``reuse``).
-    Returns one row per scale and candidate."""
+    """Time every candidate (or only the prior, and every candidate at each width's sample
+    scale, ``runtime.sample_scales``) at every scale (or ``scales``) in this process's thread
+    pools; timings go to ``cache`` (and come from it with ``reuse``). Returns one row per
+    scale and candidate."""
     plan = runtime.active_thread_plan()
     tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
+    samples = set(runtime.sample_scales(config, geometry.sizes).values())
     rows = []
     for n, measure in _synthetic_scales(config, geometry):
         if scales is not None and n not in scales:
             continue
-        for choice in tuner.candidates(n)[: 1 if prior_only else None]:
+        for choice in tuner.candidates(n)[: 1 if prior_only and n not in samples else None]:
             timing = _cached(cache if reuse else None, cache, tuner.key(n, choice), measure, choice, timed)
             rows.append(_row(config, geometry.sizes, n, choice, plan, timing))
     return rows

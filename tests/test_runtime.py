@@ -119,15 +119,17 @@ def test_tuner_measures_keeps_the_fastest_and_caches_it(two_precisions, tmp_path
     again = Tuner(config, SIZES, (1, 2), TuningCache(tmp_path / "t.json", machine="m"), budget=0.5)
     decision = again.decide(1, _fake_measure({}, calls))
     assert decision.choice == F32 and decision.source == "cache" and calls == []
-    # Other thread pools, another scale: not the same timings.
+    # Other thread pools: not the same timings.
     calls.clear()
     Tuner(config, SIZES, None, cache, budget=0.5).decide(
         1, _fake_measure({"float32": 1, "mixed_bfloat16": 2}, calls)
     )
-    Tuner(config, SIZES, (1, 2), cache, budget=0.5).decide(
-        2, _fake_measure({"float32": 1, "mixed_bfloat16": 2}, calls)
-    )
-    assert len(calls) == 4
+    assert len(calls) == 2
+    # Another scale of the width: scale 1 is the width's sample (its middle scale), and its clear
+    # winner (37% faster) decides, unmeasured.
+    assert runtime.sample_scales(config, SIZES) == {32: 1}
+    decision = Tuner(config, SIZES, (1, 2), cache, budget=0.5).decide(2, _fake_measure({}, calls))
+    assert len(calls) == 2 and (decision.source, decision.choice) == ("inferred", F32)
 
 
 def test_a_clear_winner_at_two_scales_of_a_width_decides_the_next(two_precisions, tmp_path):
@@ -204,6 +206,90 @@ def test_threads_from_cached_timings_and_probes(two_precisions, tmp_path, monkey
     assert runtime.choose_threads("2,1", config, SIZES, cache, probe) == ((2, 1), "as asked")
     deterministic = config.replace(deterministic=True)
     assert runtime.choose_threads("auto", deterministic, SIZES, cache, probe)[0] == (1, 2)
+
+
+SIX = [(25, 34), (33, 43), (42, 56), (54, 71), (69, 91), (88, 117)]  # widths 32 (0-3) and 64 (4-5)
+PLAIN, XLA = Choice("float32", False), Choice("float32", True)
+
+
+def test_each_width_is_sampled_at_its_middle_scale():
+    assert runtime.sample_scales(TrainConfig(), SIX) == {32: 2, 64: 5}
+    assert runtime.sample_scales(TrainConfig(max_channels=32), SIX) == {32: 3}
+    assert runtime.sample_scales(TrainConfig(), SIX[:1]) == {32: 0}
+
+
+def _xla_machine(cache: TuningCache, config: TrainConfig, xla_speedup: float) -> None:
+    """What the thread probes of a machine like the AMD EPYC Zen 3 leave in the cache: one thread
+    per op times the prior (no XLA there) 20% faster than TensorFlow's pools at every scale; the
+    pools time their prior everywhere and XLA too at each width's sample scale."""
+    samples = set(runtime.sample_scales(config, SIX).values())
+    for plan, factor in (((1, 2), 1.0), (None, 1.2)):
+        tuner = Tuner(config, SIX, plan, cache)
+        for n in range(len(SIX)):
+            plain = 100.0 * 1.8**n * factor
+            cache.put(tuner.key(n, PLAIN), Timing(plain, 1.0, 3))
+            if plan is None and n in samples:
+                cache.put(tuner.key(n, XLA), Timing(plain / xla_speedup, 30.0, 3))
+
+
+@pytest.mark.parametrize("xla_speedup", [1.6, 1.05])
+def test_threads_are_judged_by_their_best_candidate_not_their_prior(tmp_path, monkeypatch, xla_speedup):
+    monkeypatch.setattr(runtime, "core_count", lambda: 2)
+    monkeypatch.setattr(runtime, "gpu_devices", lambda: [])
+    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32"])
+    config = TrainConfig(precision="auto", iters=1000, iters_decay=0.9)
+    cache = TuningCache(tmp_path / "t.json", machine="m")
+    _xla_machine(cache, config, xla_speedup)
+    plan, why = runtime.choose_threads("auto", config, SIX, cache)
+    pools = runtime.Tuner(config, SIX, None, cache)
+    if xla_speedup == 1.6:  # XLA, a candidate with the pools only, makes them the faster plan
+        assert plan is None and why.startswith("cached timings")
+        # Scales with no XLA timing are estimated from their width's sample: plain x (XLA / plain there).
+        est = pools.estimate(4, XLA)
+        assert est.ms_per_iter == pytest.approx(100.0 * 1.8**4 * 1.2 / 1.6) and est.first_call_s == 30.0
+        decisions = [pools.decide(n, measure=None, measure_allowed=False) for n in range(len(SIX))]
+        assert [d.choice for d in decisions] == [XLA] * 6
+        assert [d.source for d in decisions] == [
+            "inferred",
+            "inferred",
+            "cache",
+            "inferred",
+            "inferred",
+            "cache",
+        ]
+        assert "60% faster than the rest at scale 5, where this width was sampled" in decisions[4].describe()
+        few = Tuner(config.replace(iters=20), SIX, None, cache).decide(3, measure=None, measure_allowed=False)
+        assert (few.choice, few.source) == (PLAIN, "cache")  # 15 iterations do not repay a 30 s compile
+    else:  # 5% is not worth the compile, nor the pools' 20%: one thread per op
+        assert plan == (1, 2)
+        decision = pools.decide(4, measure=None, measure_allowed=False)
+        assert (decision.choice, decision.source) == (PLAIN, "cache")
+    assert runtime.predicted_run_s(config, SIX, plan, cache) == min(
+        runtime.predicted_run_s(config, SIX, p, cache) for p in ((1, 2), None)
+    )
+
+
+def test_the_thread_probe_times_every_candidate_at_the_sample_scales(tmp_path, monkeypatch):
+    from singan_tf.pyramid import geometry_for
+    from singan_tf.tune import time_geometry
+
+    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32"])
+    monkeypatch.setattr(runtime, "active_thread_plan", lambda: None)  # TensorFlow's pools: XLA a candidate
+    config = TrainConfig(precision="auto", iters=10, max_size=60, max_channels=32)
+    geometry = geometry_for(config, (45, 60))
+    calls = []
+
+    def fake_scales(config, geometry):  # the real step's timing is test_tune's; here, what is timed
+        for n in range(geometry.num_scales):
+            yield n, lambda choice, timed, n=n: calls.append((n, choice)) or Timing(1.0 + n, 0.1, timed)
+
+    monkeypatch.setattr("singan_tf.tune._synthetic_scales", fake_scales)
+    time_geometry(config, geometry, TuningCache(tmp_path / "t.json", machine="m"), prior_only=True)
+    (sample,) = runtime.sample_scales(config, geometry.sizes).values()
+    assert geometry.num_scales >= 3 and 0 < sample < geometry.num_scales - 1
+    assert calls == [
+        (n, c) for n in range(geometry.num_scales) for c in ([PLAIN, XLA] if n == sample else [PLAIN])
+    ]
 
 
 def test_iteration_flops_match_the_step_structure():
