@@ -111,14 +111,14 @@ def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
             if not runs:
                 continue
             bands = np.mean([r["metrics"]["bandpass_swd_bands"] for r in runs], axis=0)
-            walls = [r["wall_s"] or r["logged_s"] for r in runs]
+            walls = [w for w in (r["wall_s"] or r["logged_s"] for r in runs) if w]
             means[setting] = {
                 "seeds": len(runs),
                 "bands": [round(float(b), 4) for b in bands],
                 "patch_swd": round(float(np.mean([r["metrics"]["patch_swd"] for r in runs])), 4),
                 "diversity": round(float(np.mean([r["metrics"]["diversity"] for r in runs])), 4),
-                "wall_s": round(float(np.mean(walls)), 1),
-                "wall_s_max": round(float(np.max(walls)), 1),
+                "wall_s": round(float(np.mean(walls)), 1) if walls else None,
+                "wall_s_max": round(float(np.max(walls)), 1) if walls else None,
             }
         anchor = means.get(settings[0])
         for setting, m in means.items():
@@ -131,9 +131,14 @@ def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
                 row["diversity_ratio"] = round(m["diversity"] / anchor["diversity"], 3)
                 row["bands_ok"] = all(x <= BAND_TARGET for x in ratios)
                 row["diversity_ok"] = abs(row["diversity_ratio"] - 1) <= DIVERSITY_TOLERANCE
-                row["speedup"] = round(anchor["wall_s"] / m["wall_s"], 2)
+                if anchor["wall_s"] and m["wall_s"]:
+                    row["speedup"] = round(anchor["wall_s"] / m["wall_s"], 2)
             out.append(row)
     return out
+
+
+def _minutes(seconds: float | None) -> str:
+    return f"{seconds / 60:.1f} min" if seconds else "not timed here"
 
 
 def quality_table(summary: list[dict]) -> str:
@@ -156,13 +161,17 @@ def quality_table(summary: list[dict]) -> str:
             bands, div, verdict = ", ".join(f"{b:.3f}" for b in r["bands"]), f"{r['diversity']:.3f}", ""
         lines.append(
             f"| {r['image']} | {r['setting']}{verdict} | {r['seeds']} | {bands} | {div} "
-            f"| {r['patch_swd']:.3f} | {r['wall_s'] / 60:.1f} min |"
+            f"| {r['patch_swd']:.3f} | {_minutes(r['wall_s'])} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def contact_sheets(rows: list[dict], settings: list[str], folder: Path, count: int = 6) -> list[Path]:
-    """Per image: the training image, then ``count`` samples of each setting's first seed, one row each."""
+def contact_sheets(
+    rows: list[dict], settings: list[str], folder: Path, count: int = 6, suffix: str = ""
+) -> list[Path]:
+    """Per image: the training image, then ``count`` samples of each setting's first seed, one
+    row each (settings whose run is not on this disk are left out), in
+    ``folder/fast_preset_{image}{suffix}.png``."""
     from singan_tf.images import contact_sheet, save_image, to_uint8
     from singan_tf.rundir import RunDir, load_pyramid
 
@@ -170,16 +179,25 @@ def contact_sheets(rows: list[dict], settings: list[str], folder: Path, count: i
     for image in dict.fromkeys(r["image"] for r in rows):
         tiles, names = [], []
         for setting in settings:
-            run = next((r for r in rows if r["image"] == image and r["setting"] == setting), None)
+            run = next(
+                (
+                    r
+                    for r in rows
+                    if r["image"] == image and r["setting"] == setting and Path(r["run"]).is_dir()
+                ),
+                None,
+            )
             if run is None:
                 continue
             samples = load_pyramid(run["run"]).sample(count, seed=100)
             real = RunDir(run["run"]).read_image()
             tiles += [to_uint8(real)] + [to_uint8(s) for s in samples]
             names.append(setting)
-        path = folder / f"fast_preset_{image}.png"
+        if not tiles:
+            continue
+        path = folder / f"fast_preset_{image}{suffix}.png"
         save_image(contact_sheet(tiles, columns=count + 1), path)
-        (folder / f"fast_preset_{image}.txt").write_text(
+        (folder / f"fast_preset_{image}{suffix}.txt").write_text(
             "rows: " + " | ".join(names) + "; first column: the training image\n"
         )
         written.append(path)

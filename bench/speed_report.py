@@ -6,7 +6,9 @@
    ms per iteration of every fixed choice - float32 and bfloat16, each with
    one thread per op and with TensorFlow's pools (plus XLA with TensorFlow's
    pools) - each in its own process (``bench train-speed``), with the first
-   call (tracing) of each scale.
+   call (tracing) of each scale. Where the CPU has no bfloat16 instructions,
+   bfloat16 (emulated, and no candidate of ``auto`` there) is timed at the
+   first scale of 32 and of 64 channels only (``--bf16-scales``).
 3. The reference algorithm in PyTorch on the same cores
    (``bench torch-reference`` in a venv with torch: ``--torch-python``).
 4. A lone 3x3 conv of each scale's width and size in each precision: the
@@ -23,7 +25,9 @@
    directories reused from ``--runs`` (``bench fast-preset`` trains them),
    its training time estimated from its own geometry's timings (first
    call + iterations x ms at every scale). Band-pass SWD per band and
-   diversity on means over seeds; contact sheets.
+   diversity on means over seeds; contact sheets. An anchor not on this
+   disk may come from an earlier report (``--anchor-scores``): its scores,
+   marked with the CPU and commit they came from, and its time estimated here.
 
     python -m bench speed-report --torch-python ../tvenv/bin/python --runs bench/runs \\
         --anchor preset=paper,iters=400,precision=auto --fast preset=fast --seeds 0 1
@@ -66,14 +70,17 @@ def child(args: list[str], out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def fixed_choices(tmp: Path, iters: int) -> dict[str, list[dict]]:
-    """ms/iteration at every scale of the reference geometry for every fixed choice."""
+def fixed_choices(tmp: Path, iters: int, bf16_scales: str = "") -> dict[str, list[dict]]:
+    """ms/iteration at every scale of the reference geometry for every fixed choice
+    (bfloat16 at ``bf16_scales`` only, when given: "" means every scale)."""
     runs = {}
     for plan_name, plan in PLANS.items():
         for precision in ("float32", "mixed_bfloat16"):
             modes = "plain,xla" if plan == "tf" else "plain"  # XLA on one core per op is no candidate
             name = f"{precision}/{plan_name}"
             args = ["train-speed", "--precision", precision, "--cpu-threads", plan, "--modes", modes]
+            if precision == "mixed_bfloat16" and bf16_scales:
+                args += ["--scales", bf16_scales]
             rows = child([*args, "--iters", str(iters)], tmp / f"{name.replace('/', '_')}.json")["rows"]
             for mode in modes.split(","):
                 runs[f"{name}/{mode}"] = [r for r in rows if r["mode"] == mode]
@@ -153,15 +160,16 @@ def per_scale_table(fixed: dict, torch_rows: list[dict], peaks: list[dict], auto
     """One row per scale: every fixed choice, auto's, PyTorch's, the lone-conv peak, the targets."""
     rows = []
     plan_of = {plan: name for name, plan in PLANS.items()}.get(auto["threads"])
-    for n, base in enumerate(next(iter(fixed.values()))):
+    for n, base in enumerate(fixed["float32/1x/plain"]):
         row = {
             "scale": n,
             "size": base["size"],
             "channels": base["channels"],
             "gflop": base["gflop_per_iter"],
         }
-        row["fixed_ms"] = {name: runs[n]["ms_per_iter"] for name, runs in fixed.items()}
-        row["first_call_s"] = {name: runs[n]["first_call_s"] for name, runs in fixed.items()}
+        timed = {name: r for name, runs in fixed.items() for r in runs if r["scale"] == n}
+        row["fixed_ms"] = {name: r["ms_per_iter"] for name, r in timed.items()}
+        row["first_call_s"] = {name: r["first_call_s"] for name, r in timed.items()}
         best = min(row["fixed_ms"], key=row["fixed_ms"].get)
         row["best_fixed"], row["best_fixed_ms"] = best, row["fixed_ms"][best]
         choice = auto["scales"][n]
@@ -198,13 +206,27 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
     """Section 6: the fast preset trained here per image and seed; the anchors reused."""
     anchor, fast = args.anchor, args.fast
     rows, times = [], {}
+    earlier = json.loads(Path(args.anchor_scores).read_text()) if args.anchor_scores else None
     for image in args.images:
         for seed in args.seeds:
             run = runs_dir / image / f"{rundirs.label_of(anchor)}_s{seed}"
             if rundirs.complete(run):
                 rows.append(_scored(run, anchor, image, seed, None, args.num))
-        if any(r["image"] == image for r in rows):  # the anchor's time, where there is one
-            times[image] = auto_choices(image_path(image), _options(anchor), report_runs / f"cache-{image}")
+            elif earlier:
+                rows += _earlier_anchor(earlier, args.anchor_scores, anchor, image, seed)
+        if args.skip_anchor_time:
+            for r in rows:
+                if r["image"] == image:
+                    r["logged_s"] = None  # another machine's time says nothing of this one
+        elif any(r["image"] == image for r in rows):  # the anchor's time, where there is one
+            timed_as = anchor
+            if any("scores_from" in r for r in rows if r["image"] == image):
+                # trained elsewhere: its time here is the best this machine can do with its settings
+                timed_as = ",".join(
+                    f"{k}={v}" for k, v in {**rundirs.parse_setting(anchor), "precision": "auto"}.items()
+                )
+            times[image] = auto_choices(image_path(image), _options(timed_as), report_runs / f"cache-{image}")
+            times[image]["setting"] = timed_as
         # The fast runs of an image share a tuning cache that starts empty: the first seed is a
         # user's first run on this machine and geometry, the next ones find its timings.
         os.environ["SINGAN_TF_CACHE_DIR"] = str(report_runs / f"cache-fast-{image}")
@@ -222,8 +244,22 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
             print(json.dumps({"image": image, "seed": seed, "wall_s": wall}), flush=True)
     for row in rows:  # the anchors' time: estimated on quiet cores from their own geometry
         if row["setting"] == anchor:
-            row["wall_s"] = times[row["image"]]["estimated_train_s"]
+            row["wall_s"] = times[row["image"]]["estimated_train_s"] if row["image"] in times else None
     return {"rows": rows, "anchor_timing": times, "summary": rundirs.summarise(rows, [anchor, fast])}
+
+
+def _earlier_anchor(earlier: dict, source: str, anchor: str, image: str, seed: int) -> list[dict]:
+    """The anchor's scores from an earlier report, where its run is not on this disk.
+
+    An anchor is hours of training on 2 cores, and its samples' quality does not depend on the
+    machine that trained it; its time does, so it is estimated here all the same. The row says
+    where it came from (file, CPU, commit)."""
+    machine = earlier.get("machine", {})
+    return [
+        {**row, "scores_from": {"file": source, "cpu": machine.get("cpu"), "commit": earlier.get("commit")}}
+        for row in earlier.get("fast_vs_anchor", {}).get("rows", [])
+        if row["image"] == image and row["setting"] == anchor and row["seed"] == seed
+    ]
 
 
 def _options(setting: str) -> list[str]:
@@ -291,7 +327,7 @@ def per_scale_markdown(result: dict) -> list[str]:
             str(r["scale"]),
             f"{r['size'][0]}x{r['size'][1]}",
             str(r["channels"]),
-            *(f"{r['fixed_ms'][n]:.0f}" for n in names),
+            *(f"{r['fixed_ms'][n]:.0f}" if n in r["fixed_ms"] else "-" for n in names),
             short.get(r["auto"], r["auto"]),
             f"{r.get('auto_over_best', nan):.3f}",
             f"{r.get('torch_ms', nan):.0f}",
@@ -310,11 +346,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", default="bench/runs", help="bench fast-preset's run directories (anchors)")
     parser.add_argument("--anchor", default="preset=paper,iters=400,precision=auto")
     parser.add_argument("--fast", default="preset=fast")
+    parser.add_argument(
+        "--anchor-scores",
+        default="",
+        help="an earlier report's JSON: its anchor scores stand in where --runs has no anchor run",
+    )
     parser.add_argument("--images", nargs="+", default=list(IMAGES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--num", type=int, default=50, help="samples scored per run")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale")
     parser.add_argument("--fast-runs", default="", help="where the fast runs go (complete ones are reused)")
+    parser.add_argument(
+        "--bf16-scales",
+        default=None,
+        help="scales timed in bfloat16 (comma-separated; default: every scale where the CPU has "
+        "bfloat16 instructions, else 0,4: emulated bfloat16 is no candidate there, and slow)",
+    )
+    parser.add_argument(
+        "--auto-only",
+        action="store_true",
+        help="sections 1-5 with the fixed choices, PyTorch and peaks kept from --out: auto judged again",
+    )
+    parser.add_argument(
+        "--skip-anchor-time",
+        action="store_true",
+        help="do not time the anchor's settings on this machine (minutes of probes per image)",
+    )
     parser.add_argument("--skip-speed", action="store_true", help="only section 6")
     parser.add_argument("--skip-quality", action="store_true", help="only sections 1-5")
     parser.add_argument("--out", default="bench/results/speed_report.json")
@@ -330,18 +387,41 @@ def main(argv: list[str] | None = None) -> dict:
         "commit": git_commit(),
         "settings": {"anchor": args.anchor, "fast": args.fast, "seeds": args.seeds},
     }
+    if args.auto_only:
+        args.skip_quality = True
     if (args.skip_speed or args.skip_quality) and out.is_file():
         # A report in two sittings (speed with the cores quiet, quality when the anchors are
         # trained): the part skipped is kept from the previous file, with the commit it ran at.
         previous = json.loads(out.read_text())
-        kept = ("fixed", "torch", "peak", "auto", "per_scale") if args.skip_speed else ("fast_vs_anchor",)
+        kept = (
+            ("fixed", "torch", "peak", "auto", "per_scale", "bf16_scales")
+            if args.skip_speed
+            else ("fast_vs_anchor",)
+        )
         result.update({k: previous[k] for k in kept if k in previous})
         result.setdefault("earlier_commits", {})[",".join(kept)] = previous.get("commit")
-    if not args.skip_speed:
-        fixed = fixed_choices(work, args.iters)
+        if args.auto_only:  # the tuner changed: the hour of fixed timings stands, auto is judged again
+            timed = ("fixed", "torch", "peak", "bf16_scales")
+            result.update({k: previous[k] for k in timed if k in previous})
+            result["earlier_commits"][",".join(timed)] = previous.get("commit")
+    if args.auto_only:
+        options = ["--preset", "paper", "--precision", "auto"]
+        result["auto"] = auto_choices(reference_image(work), options, work / "cache-reference")
+        result["per_scale"] = per_scale_table(
+            result["fixed"], result["torch"], result["peak"]["per_scale"], result["auto"]
+        )
+        write_result(out, result)
+    elif not args.skip_speed:
+        bf16_scales = args.bf16_scales
+        if bf16_scales is None:
+            from singan_tf.runtime import precision_candidates
+
+            bf16_scales = "" if "mixed_bfloat16" in precision_candidates() else "0,4"
+        result["bf16_scales"] = bf16_scales or "all"
+        fixed = fixed_choices(work, args.iters, bf16_scales)
         result["fixed"] = fixed
         write_result(out, result)
-        torch_rows = torch_reference(args.torch_python, work, len(next(iter(fixed.values()))))
+        torch_rows = torch_reference(args.torch_python, work, len(fixed["float32/1x/plain"]))
         result["torch"] = torch_rows
         peaks = child(
             ["peak", "--reps", "10", "--geometry", "x".join(map(str, GEOMETRY))], work / "peak.json"
@@ -355,7 +435,12 @@ def main(argv: list[str] | None = None) -> dict:
         fast_runs = Path(args.fast_runs) if args.fast_runs else work / "runs"
         result["fast_vs_anchor"] = fast_against_anchor(args, Path(args.runs), fast_runs)
         write_result(out, result)
-        rundirs.contact_sheets(result["fast_vs_anchor"]["rows"], [args.anchor, args.fast], out.parent)
+        rundirs.contact_sheets(
+            result["fast_vs_anchor"]["rows"],
+            [args.anchor, args.fast],
+            out.parent,
+            suffix=out.stem.removeprefix("speed_report"),
+        )
     table = markdown(result)
     out.with_suffix(".md").write_text(table)
     print(table)
