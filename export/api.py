@@ -219,13 +219,17 @@ def to_onnx_int8(
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            # 7-bit weights: x86 CPUs without VNNI multiply uint8 by int8 with a pairwise
+            # int16 sum that saturates at full 8-bit range, so the same model drew visibly
+            # different images there (AMD EPYC Zen 3: mean error 0.021 vs 0.02 allowed).
+            reduce_range=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
         import onnx
 
         model = onnx.load(str(quantized))
-        meta = {**metadata(pyramid, name), "quantization": "int8 static QDQ, per-channel weights"}
+        meta = {**metadata(pyramid, name), "quantization": "int8 static QDQ, per-channel 7-bit weights"}
         onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
         atomic_write_bytes(path, model.SerializeToString())
     return path
