@@ -527,8 +527,8 @@ def sample_scales(config: TrainConfig, sizes: Sequence[tuple[int, int]]) -> dict
     the middle one of the width's scales.
 
     What XLA or bfloat16 gains depends on the machine (XLA with two threads per op was
-    1.5-1.8x faster than without on an AMD EPYC Zen 3 and slower on an Intel Xeon with AMX,
-    bench/README.md), so a thread plan is judged with its best candidates, not its prior:
+    1.2-1.9x faster than any plain step on an AMD EPYC Zen 3 and slower on an Intel Xeon
+    with AMX, bench/README.md), so a thread plan is judged with its best candidates, not its prior:
     their speed-up is measured once per width, here, and assumed at the width's other
     scales until they are measured. Not the width's first scale: at the coarsest maps
     fixed costs hide what a candidate gains.
@@ -544,8 +544,9 @@ class Tuner:
 
     ``decide`` looks the candidates up in the cache, infers a clear winner
     (at two timed scales of the width, or at the width's sample scale, which
-    the thread probe times in full), measures the missing ones while the budget lasts (``measure(choice, timed_iters)`` runs real
-    training iterations and returns a ``Timing``), and picks the fastest.
+    the thread probe times in full), measures the missing ones while the
+    budget lasts (``measure(choice, timed_iters)`` runs real training
+    iterations and returns a ``Timing``), and picks the fastest.
     The budget is ``budget`` times the run's estimated training time, from
     the analytic cost model at the throughput measured so far.
     """
