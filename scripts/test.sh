@@ -20,7 +20,7 @@ source scripts/setup.sh "dev"
 .venv/bin/ruff check .
 .venv/bin/lint-imports
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=20 "$@"  # the slowest tests, for keeping CI under its limit
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then
