@@ -389,47 +389,42 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.auto_only:
         args.skip_quality = True
-    if (args.skip_speed or args.skip_quality) and out.is_file():
-        # A report in two sittings (speed with the cores quiet, quality when the anchors are
-        # trained): the part skipped is kept from the previous file, with the commit it ran at.
+    # A report in sittings (speed with the cores quiet, quality when the anchors are trained, auto
+    # judged again after a tuner change): what this one skips is kept from the previous file,
+    # with the commit it ran at.
+    kept = []
+    if args.skip_speed:
+        kept += ["fixed", "torch", "peak", "auto", "per_scale", "bf16_scales"]
+    elif args.auto_only:  # the tuner changed: the hour of fixed timings stands
+        kept += ["fixed", "torch", "peak", "bf16_scales"]
+    if args.skip_quality:
+        kept += ["fast_vs_anchor"]
+    if kept and out.is_file():
         previous = json.loads(out.read_text())
-        kept = (
-            ("fixed", "torch", "peak", "auto", "per_scale", "bf16_scales")
-            if args.skip_speed
-            else ("fast_vs_anchor",)
-        )
         result.update({k: previous[k] for k in kept if k in previous})
-        result.setdefault("earlier_commits", {})[",".join(kept)] = previous.get("commit")
-        if args.auto_only:  # the tuner changed: the hour of fixed timings stands, auto is judged again
-            timed = ("fixed", "torch", "peak", "bf16_scales")
-            result.update({k: previous[k] for k in timed if k in previous})
-            result["earlier_commits"][",".join(timed)] = previous.get("commit")
-    if args.auto_only:
+        result["earlier_commits"] = {",".join(kept): previous.get("commit")}
+    if not args.skip_speed:
+        if not args.auto_only:
+            bf16_scales = args.bf16_scales
+            if bf16_scales is None:
+                from singan_tf.runtime import precision_candidates
+
+                bf16_scales = "" if "mixed_bfloat16" in precision_candidates() else "0,4"
+            result["bf16_scales"] = bf16_scales or "all"
+            result["fixed"] = fixed_choices(work, args.iters, bf16_scales)
+            write_result(out, result)  # each section as it is done: an interrupted report keeps them
+            result["torch"] = torch_reference(
+                args.torch_python, work, len(result["fixed"]["float32/1x/plain"])
+            )
+            write_result(out, result)
+            geometry = "x".join(map(str, GEOMETRY))
+            result["peak"] = child(["peak", "--reps", "10", "--geometry", geometry], work / "peak.json")
+            write_result(out, result)
         options = ["--preset", "paper", "--precision", "auto"]
         result["auto"] = auto_choices(reference_image(work), options, work / "cache-reference")
         result["per_scale"] = per_scale_table(
             result["fixed"], result["torch"], result["peak"]["per_scale"], result["auto"]
         )
-        write_result(out, result)
-    elif not args.skip_speed:
-        bf16_scales = args.bf16_scales
-        if bf16_scales is None:
-            from singan_tf.runtime import precision_candidates
-
-            bf16_scales = "" if "mixed_bfloat16" in precision_candidates() else "0,4"
-        result["bf16_scales"] = bf16_scales or "all"
-        fixed = fixed_choices(work, args.iters, bf16_scales)
-        result["fixed"] = fixed
-        write_result(out, result)
-        torch_rows = torch_reference(args.torch_python, work, len(fixed["float32/1x/plain"]))
-        result["torch"] = torch_rows
-        peaks = child(
-            ["peak", "--reps", "10", "--geometry", "x".join(map(str, GEOMETRY))], work / "peak.json"
-        )
-        result["peak"] = peaks
-        options = ["--preset", "paper", "--precision", "auto"]
-        result["auto"] = auto_choices(reference_image(work), options, work / "cache-reference")
-        result["per_scale"] = per_scale_table(fixed, torch_rows, peaks["per_scale"], result["auto"])
         write_result(out, result)
     if not args.skip_quality:
         fast_runs = Path(args.fast_runs) if args.fast_runs else work / "runs"

@@ -570,6 +570,7 @@ class Tuner:
         self.traced: set[tuple[int, Choice]] = set()  # (channels, choice) whose step exists
         self.history: list[tuple[int, int, dict[Choice, Timing]]] = []  # fully timed scales
         self.excluded: set[str] = set()  # precisions that went non-finite in this run
+        self.samples = sample_scales(config, self.sizes)  # width -> its sample scale
 
     # The candidates and the prior.
     def prior(self, scale: int) -> Choice:
@@ -684,7 +685,7 @@ class Tuner:
     def _from_sample(self, scale: int, candidates: list[Choice]) -> Decision | None:
         """The winner at the width's sample scale (``sample_scales``: the thread probe timed every
         candidate there), if it beat the rest by ``INFER_MARGIN``."""
-        sample = sample_scales(self.config, self.sizes)[self.config.channels(scale)]
+        sample = self.samples[self.config.channels(scale)]
         if self.cache is None or sample == scale:
             return None
         timed = {c: self.cache.get(self.key(sample, c)) for c in candidates}
@@ -709,7 +710,7 @@ class Tuner:
         if self.cache is None:
             return None
         timing = self.cache.get(self.key(scale, choice))
-        sample = sample_scales(self.config, self.sizes)[self.config.channels(scale)]
+        sample = self.samples[self.config.channels(scale)]
         if timing is not None or sample == scale:
             return timing
         at_sample = self.cache.get(self.key(sample, choice))
