@@ -48,6 +48,10 @@ def _prepare_tensorflow(args: argparse.Namespace) -> None:
         # oneDNN's multi-threaded kernels differ run to run in the last bits (and GAN
         # training amplifies that); TensorFlow's own CPU kernels with op determinism do not.
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if hasattr(args, "jit"):  # a command that trains: XLA's programs of earlier runs are reused
+        from singan_tf.runtime import enable_xla_cache
+
+        enable_xla_cache()
 
 
 def _load_tensorflow(args: argparse.Namespace) -> None:

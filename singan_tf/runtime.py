@@ -363,6 +363,79 @@ def cache_dir() -> Path:
     return Path(base) / "singan-tf"
 
 
+# -- XLA's compiled programs, kept between runs ---------------------------------------
+XLA_CACHE_ENV = "SINGAN_TF_XLA_CACHE"  # "0" turns the program cache off
+XLA_CACHE_FLAG = "--tf_xla_persistent_cache_directory"
+XLA_CACHE_MAX_BYTES = 512 * 2**20
+
+
+def xla_cache_dir() -> Path:
+    """Where XLA keeps the programs it compiled here: ``cache_dir()/xla/<machine>``.
+
+    The machine is the CPU model, its instruction set and the TensorFlow version: a program
+    compiled for one CPU may use instructions another lacks, and another XLA may not read it.
+    """
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    machine = "|".join([cpu_model(), " ".join(sorted(cpu_flags())), version])
+    return cache_dir() / "xla" / hashlib.sha256(machine.encode()).hexdigest()[:16]
+
+
+def enable_xla_cache(environ: dict | None = None) -> Path | None:
+    """Let XLA keep its compiled training steps on disk, so a later run of the same geometry
+    loads them instead of compiling again (27-41 s per scale on an AMD EPYC Zen 3).
+
+    Sets TensorFlow's persistent XLA cache in ``TF_XLA_FLAGS`` (``environ``: the process's
+    environment) to ``xla_cache_dir()``, which it first trims to ``XLA_CACHE_MAX_BYTES``. A
+    program is found again only when its step traces to the same graph, as the same command
+    on the same geometry does (the cache key holds the traced function's name, numbered in
+    trace order). TensorFlow logs an error line for every program it loads (it tries to read
+    it as text first), so C++ logging defaults to fatal errors only (``TF_CPP_MIN_LOG_LEVEL``
+    3); the Python errors carry what matters. Nothing is set, and None returned, when
+    ``SINGAN_TF_XLA_CACHE=0``, when ``TF_XLA_FLAGS`` already names a cache, or once TensorFlow
+    is loaded (it may have read its flags).
+    """
+    import sys
+
+    environ = os.environ if environ is None else environ
+    flags = environ.get("TF_XLA_FLAGS", "")
+    if environ.get(XLA_CACHE_ENV) == "0" or XLA_CACHE_FLAG in flags or "tensorflow" in sys.modules:
+        return None
+    path = xla_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        trim_xla_cache(path)
+    except OSError as err:
+        log.debug("no XLA program cache (%s)", err)
+        return None
+    environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CACHE_FLAG}={path}".strip()
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return path
+
+
+def without_xla_cache(flags: str) -> str:
+    """``TF_XLA_FLAGS`` less the program cache: probes time XLA's real compile."""
+    return " ".join(f for f in flags.split() if not f.startswith(XLA_CACHE_FLAG + "="))
+
+
+def trim_xla_cache(path: Path, max_bytes: int = XLA_CACHE_MAX_BYTES) -> list[Path]:
+    """Delete the oldest programs until those left take at most ``max_bytes``; returns them."""
+    files = sorted((f for f in path.glob("*.pb") if f.is_file()), key=lambda f: f.stat().st_mtime)
+    total = sum(f.stat().st_size for f in files)
+    removed = []
+    for f in files:
+        if total <= max_bytes:
+            break
+        total -= f.stat().st_size
+        f.unlink(missing_ok=True)
+        removed.append(f)
+    return removed
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """Measured cost of one candidate at one scale."""

@@ -166,6 +166,7 @@ def probe(
         *(["--probe-choices", json.dumps([[c.precision, c.xla] for c in choices])] if choices else []),
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env["TF_XLA_FLAGS"] = runtime.without_xla_cache(env.get("TF_XLA_FLAGS", ""))  # time real compiles
     log.debug("probing CPU threads %s", runtime.describe_threads(plan))
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

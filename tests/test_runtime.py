@@ -2,6 +2,9 @@
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -426,3 +429,91 @@ def test_a_reduced_precision_that_goes_non_finite_falls_back_to_float32(
         "scale 1: non-finite loss in bfloat16 at iteration 4; going on in float32 from iteration 3"
         in caplog.text
     )
+
+
+# -- XLA's compiled programs, kept between runs ---------------------------------------
+def test_the_xla_program_cache_is_set_before_tensorflow_and_left_to_the_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("SINGAN_TF_CACHE_DIR", str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)  # a command that has not loaded it
+    env = {"TF_XLA_FLAGS": "--tf_xla_auto_jit=0"}
+    path = runtime.enable_xla_cache(env)
+    assert path.parent == tmp_path / "xla" and path.is_dir()  # one folder per CPU and TensorFlow
+    assert env == {
+        "TF_XLA_FLAGS": f"--tf_xla_auto_jit=0 --tf_xla_persistent_cache_directory={path}",
+        "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow logs an error line for every program it loads
+    }
+    assert runtime.without_xla_cache(env["TF_XLA_FLAGS"]) == "--tf_xla_auto_jit=0"  # probes compile
+    mine = {"TF_XLA_FLAGS": "--tf_xla_persistent_cache_directory=/mine", "TF_CPP_MIN_LOG_LEVEL": "1"}
+    assert runtime.enable_xla_cache(dict(mine)) is None  # the user's cache and log level win
+    off = {"SINGAN_TF_XLA_CACHE": "0"}
+    assert runtime.enable_xla_cache(off) is None and off == {"SINGAN_TF_XLA_CACHE": "0"}
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    assert runtime.enable_xla_cache({}) is None  # loaded: its flags may be read already
+
+
+def test_the_xla_program_cache_keeps_its_newest_programs(tmp_path):
+    for age, name in enumerate(["new", "mid", "old"]):
+        program = tmp_path / f"{name}.pb"
+        program.write_bytes(b"x" * 100)
+        os.utime(program, (1e9 - age * 1000, 1e9 - age * 1000))
+    assert [p.stem for p in runtime.trim_xla_cache(tmp_path, max_bytes=250)] == ["old"]
+    assert sorted(p.stem for p in tmp_path.iterdir()) == ["mid", "new"]
+    assert runtime.trim_xla_cache(tmp_path, max_bytes=250) == []
+
+
+def test_probes_time_xla_compiling_not_loading(tmp_path, monkeypatch):
+    from singan_tf import tune
+    from singan_tf.pyramid import geometry_for
+
+    seen = {}
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={tmp_path} --xla_x=1")
+    monkeypatch.setattr(tune.subprocess, "run", lambda *a, env, **k: seen.update(env) or _Done())
+    config = TrainConfig(max_size=40)
+    tune.probe(config, geometry_for(config, (40, 60)), (1, 2))
+    assert seen["TF_XLA_FLAGS"] == "--xla_x=1"
+
+
+class _Done:
+    returncode, stderr = 0, ""
+
+
+def _weights(run_dir) -> dict[str, np.ndarray]:
+    import h5py
+
+    out = {}
+    for path in sorted(run_dir.glob("scales/*/*.weights.h5")):
+        with h5py.File(path) as f:
+            f.visititems(
+                lambda name, o, p=path: (
+                    out.update({f"{p.parent.name}/{p.stem}/{name}": o[()]})
+                    if isinstance(o, h5py.Dataset)
+                    else None
+                )
+            )
+    return out
+
+
+@pytest.mark.slow  # two training processes, each compiling or loading XLA programs: ~2 min
+def test_a_second_run_loads_the_first_runs_xla_programs_and_trains_the_same(tmp_path):
+    # As a user starts it: TensorFlow's log level and XLA flags left to the command.
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_XLA_FLAGS")}
+    env["SINGAN_TF_CACHE_DIR"] = str(tmp_path / "cache")
+    command = [sys.executable, "-m", "singan_tf.train", "--preset", "quick", "--max-size", "40"]
+    command += ["--iters", "6", "--jit", "on", "--cpu-threads", "tf", "--num-samples", "1", "--no-progress"]
+
+    def train(name: str) -> str:
+        out = ["--out", str(tmp_path / name)]
+        done = subprocess.run([*command, *out], env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    train("first")
+    programs = sorted((tmp_path / "cache" / "xla").glob("*/*.pb"))
+    scales = json.loads((tmp_path / "first" / "pyramid.json").read_text())["scales"]
+    assert len(programs) == len(scales) >= 2  # one program per scale's shape
+    stderr = train("second")
+    assert sorted((tmp_path / "cache" / "xla").glob("*/*.pb")) == programs  # all loaded, none compiled
+    assert "E0000" not in stderr and "text_format" not in stderr, stderr  # TensorFlow's load errors
+    first, second = _weights(tmp_path / "first"), _weights(tmp_path / "second")
+    assert len(first) > 20 and first.keys() == second.keys()
+    assert all(np.array_equal(first[k], second[k]) for k in first)  # the loaded programs computed the same
