@@ -9,6 +9,7 @@ fast-preset   the fast preset against the paper preset at 400 iterations, on sev
 serve-load    throughput, latency and memory of `python -m serving` under concurrent clients
 browser-speed ms/sample in headless Chromium (onnxruntime-web) vs onnxruntime in Python
 sr-quality    super-resolution PSNR/SSIM vs bicubic on a held-out original
+first-call    each scale's first call with an empty and a filled XLA program cache
 speed-report  per-scale speed (fp32, mixed) and the fast preset's time and SWD vs the paper preset's
 torch-reference  the reference algorithm in PyTorch on this machine (needs torch)
 plot          bench/results/train_speed.png from the train-speed results
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "browser-speed": "bench.browser_speed",
     "sr-quality": "bench.sr_quality",
     "train-many": "bench.train_many",
+    "first-call": "bench.first_call",
     "speed-report": "bench.speed_report",
     "torch-reference": "bench.torch_reference",
     "plot": "bench.plot",
