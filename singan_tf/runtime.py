@@ -35,6 +35,8 @@ import json
 import logging
 import os
 import platform
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -406,8 +408,10 @@ def enable_xla_cache(environ: dict | None = None) -> Path | None:
     if environ.get(XLA_CACHE_ENV) == "0" or XLA_CACHE_FLAG in flags or "tensorflow" in sys.modules:
         return None
     path = xla_cache_dir()
-    try:
+    try:  # TensorFlow fails the step if it cannot write a program there
         path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
         trim_xla_cache(path)
     except OSError as err:
         log.debug("no XLA program cache (%s)", err)
@@ -423,17 +427,42 @@ def without_xla_cache(flags: str) -> str:
 
 
 def trim_xla_cache(path: Path, max_bytes: int = XLA_CACHE_MAX_BYTES) -> list[Path]:
-    """Delete the oldest programs until those left take at most ``max_bytes``; returns them."""
+    """Delete the oldest programs until those left take at most ``max_bytes``, and the temp
+    files of writes an hour old (a process killed while writing); returns what it deleted."""
+    removed = [f for f in path.glob("*.tmp") if time.time() - f.stat().st_mtime > 3600]
     files = sorted((f for f in path.glob("*.pb") if f.is_file()), key=lambda f: f.stat().st_mtime)
     total = sum(f.stat().st_size for f in files)
-    removed = []
     for f in files:
         if total <= max_bytes:
             break
         total -= f.stat().st_size
-        f.unlink(missing_ok=True)
         removed.append(f)
+    for f in removed:
+        f.unlink(missing_ok=True)
     return removed
+
+
+def xla_cache_in_use() -> Path | None:
+    """The program cache ``enable_xla_cache`` gave this process's XLA, if any."""
+    for flag in os.environ.get("TF_XLA_FLAGS", "").split():
+        name, _, value = flag.partition("=")
+        if name == XLA_CACHE_FLAG and Path(value).parent == cache_dir() / "xla":
+            return Path(value)
+    return None
+
+
+def clear_xla_cache(error: Exception) -> bool:
+    """Empty this process's program cache after ``error`` (a program TensorFlow could not
+    read, or write: it then fails the step before running it); False if there is none of
+    ours to clear, and the step's error stands."""
+    path = xla_cache_in_use()
+    if path is None:
+        return False
+    reason = str(getattr(error, "message", error)).strip().splitlines()[0]
+    log.warning("XLA's program cache %s could not be used (%s): emptied, compiling anew", path, reason)
+    for f in path.iterdir():
+        f.unlink(missing_ok=True)
+    return True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,13 +271,8 @@ class TrainStep:
             tf.TensorSpec([], tf.bool),
             tf.TensorSpec([2], tf.int32),
         )
-        # No data-dependent Python control flow inside: autograph only slows tracing.
-        self._iteration = tf.function(
-            self._iteration_impl,
-            input_signature=[image, image, image, amp, coarsest, image, seed],
-            jit_compile=xla,
-            autograph=False,
-        )
+        self._signature = [image, image, image, amp, coarsest, image, seed]  # the iteration's
+        self._iteration = self._traced_iteration()
         # The 3 critic (generator) steps of an iteration: one traced function each, called 3
         # times, so there is a third of the graph to trace. Not inlined: the steps of each kind
         # run one after the other anyway (each needs the previous one's update). XLA compiles
@@ -295,6 +290,12 @@ class TrainStep:
                 input_signature=[image, image, image, image, amp, coarsest, seed],
                 **options,
             )
+
+    def _traced_iteration(self):
+        # No data-dependent Python control flow inside: autograph only slows tracing.
+        return tf.function(
+            self._iteration_impl, input_signature=self._signature, jit_compile=self.xla, autograph=False
+        )
 
     @property
     def choice(self) -> Choice:
@@ -343,9 +344,19 @@ class TrainStep:
     # -- one iteration, traced once per width ----------------------------------
     def iteration(self, data: ScaleData, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """One iteration on ``data``; ``prev`` is the coarser pyramid's random output (any size)."""
-        return self._iteration(
-            data.real, data.rec_x, data.rec_prev, data.noise_amp, data.coarsest, prev, seed
-        )
+        args = (data.real, data.rec_x, data.rec_prev, data.noise_amp, data.coarsest, prev, seed)
+        if not self.xla:
+            return self._iteration(*args)
+        try:
+            return self._iteration(*args)
+        except tf.errors.OpError as err:
+            # A kept program that cannot be read (or a new one written) fails the step before it
+            # runs, and TensorFlow keeps that failure for the traced function: with the cache
+            # emptied, a new trace compiles afresh.
+            if isinstance(err, tf.errors.ResourceExhaustedError) or not runtime.clear_xla_cache(err):
+                raise
+            self._iteration = self._traced_iteration()
+            return self._iteration(*args)
 
     def graph(self) -> tf.Graph:
         return self._iteration.get_concrete_function().graph

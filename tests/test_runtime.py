@@ -461,6 +461,20 @@ def test_the_xla_program_cache_keeps_its_newest_programs(tmp_path):
     assert runtime.trim_xla_cache(tmp_path, max_bytes=250) == []
 
 
+def test_only_our_own_xla_program_cache_is_emptied_after_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SINGAN_TF_CACHE_DIR", str(tmp_path))
+    ours, theirs = tmp_path / "xla" / "machine", tmp_path / "theirs"
+    for folder in (ours, theirs):
+        folder.mkdir(parents=True)
+        (folder / "program.pb").write_bytes(b"cut short")
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={theirs}")
+    assert not runtime.clear_xla_cache(OSError("Read less bytes than requested"))
+    assert (theirs / "program.pb").exists()
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={ours}")
+    assert runtime.clear_xla_cache(OSError("Read less bytes than requested"))
+    assert list(ours.iterdir()) == []
+
+
 def test_probes_time_xla_compiling_not_loading(tmp_path, monkeypatch):
     from singan_tf import tune
     from singan_tf.pyramid import geometry_for
@@ -493,7 +507,7 @@ def _weights(run_dir) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.slow  # two training processes, each compiling or loading XLA programs: ~2 min
+@pytest.mark.slow  # three training processes, each compiling or loading XLA programs: ~3 min
 def test_a_second_run_loads_the_first_runs_xla_programs_and_trains_the_same(tmp_path):
     # As a user starts it: TensorFlow's log level and XLA flags left to the command.
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_XLA_FLAGS")}
@@ -517,3 +531,11 @@ def test_a_second_run_loads_the_first_runs_xla_programs_and_trains_the_same(tmp_
     first, second = _weights(tmp_path / "first"), _weights(tmp_path / "second")
     assert len(first) > 20 and first.keys() == second.keys()
     assert all(np.array_equal(first[k], second[k]) for k in first)  # the loaded programs computed the same
+
+    for program in programs:  # a damaged cache costs a compile, not the run
+        program.write_bytes(program.read_bytes()[:50_000])
+    stderr = train("third")
+    assert "XLA's program cache" in stderr and "could not be used" in stderr, stderr
+    third = _weights(tmp_path / "third")
+    assert all(np.array_equal(first[k], third[k]) for k in first)
+    assert len(list((tmp_path / "cache" / "xla").glob("*/*.pb"))) == len(programs)  # kept anew
