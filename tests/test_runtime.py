@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -456,8 +457,12 @@ def test_the_xla_program_cache_keeps_its_newest_programs(tmp_path):
         program = tmp_path / f"{name}.pb"
         program.write_bytes(b"x" * 100)
         os.utime(program, (1e9 - age * 1000, 1e9 - age * 1000))
-    assert [p.stem for p in runtime.trim_xla_cache(tmp_path, max_bytes=250)] == ["old"]
-    assert sorted(p.stem for p in tmp_path.iterdir()) == ["mid", "new"]
+    for age, name in ((7200, "killed.pb.x.tmp"), (10, "writing.pb.y.tmp")):  # a write's temp files
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (time.time() - age, time.time() - age))
+    trimmed = runtime.trim_xla_cache(tmp_path, max_bytes=250)
+    assert sorted(p.name for p in trimmed) == ["killed.pb.x.tmp", "old.pb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mid.pb", "new.pb", "writing.pb.y.tmp"]
     assert runtime.trim_xla_cache(tmp_path, max_bytes=250) == []
 
 
