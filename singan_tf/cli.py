@@ -51,7 +51,7 @@ def _prepare_tensorflow(args: argparse.Namespace) -> None:
     if hasattr(args, "jit"):  # a command that trains: XLA's programs of earlier runs are reused
         from singan_tf.runtime import enable_xla_cache
 
-        enable_xla_cache()
+        enable_xla_cache(quiet=not args.verbose)
 
 
 def _load_tensorflow(args: argparse.Namespace) -> None:

@@ -387,7 +387,7 @@ def xla_cache_dir() -> Path:
     return cache_dir() / "xla" / hashlib.sha256(machine.encode()).hexdigest()[:16]
 
 
-def enable_xla_cache(environ: dict | None = None) -> Path | None:
+def enable_xla_cache(environ: dict | None = None, quiet: bool = True) -> Path | None:
     """Let XLA keep its compiled training steps on disk, so a later run of the same geometry
     loads them instead of compiling again (27-41 s per scale on an AMD EPYC Zen 3).
 
@@ -396,10 +396,10 @@ def enable_xla_cache(environ: dict | None = None) -> Path | None:
     program is found again only when its step traces to the same graph, as the same command
     on the same geometry does (the cache key holds the traced function's name, numbered in
     trace order). TensorFlow logs an error line for every program it loads (it tries to read
-    it as text first), so C++ logging defaults to fatal errors only (``TF_CPP_MIN_LOG_LEVEL``
-    3); the Python errors carry what matters. Nothing is set, and None returned, when
-    ``SINGAN_TF_XLA_CACHE=0``, when ``TF_XLA_FLAGS`` already names a cache, or once TensorFlow
-    is loaded (it may have read its flags).
+    it as text first), so when ``quiet`` (not ``--verbose``) C++ logging defaults to fatal
+    errors only (``TF_CPP_MIN_LOG_LEVEL`` 3); the Python errors carry what matters. Nothing
+    is set, and None returned, when ``SINGAN_TF_XLA_CACHE=0``, when ``TF_XLA_FLAGS`` already
+    names a cache, or once TensorFlow is loaded (it may have read its flags).
     """
     import sys
 
@@ -417,7 +417,8 @@ def enable_xla_cache(environ: dict | None = None) -> Path | None:
         log.debug("no XLA program cache (%s)", err)
         return None
     environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CACHE_FLAG}={path}".strip()
-    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if quiet:
+        environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return path
 
 

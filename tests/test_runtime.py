@@ -446,6 +446,8 @@ def test_the_xla_program_cache_is_set_before_tensorflow_and_left_to_the_user(tmp
     assert runtime.without_xla_cache(env["TF_XLA_FLAGS"]) == "--tf_xla_auto_jit=0"  # probes compile
     mine = {"TF_XLA_FLAGS": "--tf_xla_persistent_cache_directory=/mine", "TF_CPP_MIN_LOG_LEVEL": "1"}
     assert runtime.enable_xla_cache(dict(mine)) is None  # the user's cache and log level win
+    verbose = {}
+    assert runtime.enable_xla_cache(verbose, quiet=False) == path and "TF_CPP_MIN_LOG_LEVEL" not in verbose
     off = {"SINGAN_TF_XLA_CACHE": "0"}
     assert runtime.enable_xla_cache(off) is None and off == {"SINGAN_TF_XLA_CACHE": "0"}
     monkeypatch.setitem(sys.modules, "tensorflow", object())
