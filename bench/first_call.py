@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "first_call",
         "machine": machine_info(),
-        "command": [Path(command[3]).name, *command[4:]],
+        "command": [Path(image_path(args.image)).name, *train],
         **runs,
         "first_call_total_s": {k: round(sum(r["first_call_s"]), 1) for k, r in runs.items()},
         "programs": len(programs),

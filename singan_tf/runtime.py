@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -401,8 +402,6 @@ def enable_xla_cache(environ: dict | None = None, quiet: bool = True) -> Path | 
     is set, and None returned, when ``SINGAN_TF_XLA_CACHE=0``, when ``TF_XLA_FLAGS`` already
     names a cache, or once TensorFlow is loaded (it may have read its flags).
     """
-    import sys
-
     environ = os.environ if environ is None else environ
     flags = environ.get("TF_XLA_FLAGS", "")
     if environ.get(XLA_CACHE_ENV) == "0" or XLA_CACHE_FLAG in flags or "tensorflow" in sys.modules:

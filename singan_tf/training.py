@@ -345,15 +345,14 @@ class TrainStep:
     def iteration(self, data: ScaleData, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """One iteration on ``data``; ``prev`` is the coarser pyramid's random output (any size)."""
         args = (data.real, data.rec_x, data.rec_prev, data.noise_amp, data.coarsest, prev, seed)
-        if not self.xla:
-            return self._iteration(*args)
         try:
             return self._iteration(*args)
         except tf.errors.OpError as err:
-            # A kept program that cannot be read (or a new one written) fails the step before it
-            # runs, and TensorFlow keeps that failure for the traced function: with the cache
+            # A kept XLA program that cannot be read (or a new one written) fails the step before
+            # it runs, and TensorFlow keeps that failure for the traced function: with the cache
             # emptied, a new trace compiles afresh.
-            if isinstance(err, tf.errors.ResourceExhaustedError) or not runtime.clear_xla_cache(err):
+            out_of_memory = isinstance(err, tf.errors.ResourceExhaustedError)
+            if not self.xla or out_of_memory or not runtime.clear_xla_cache(err):
                 raise
             self._iteration = self._traced_iteration()
             return self._iteration(*args)
