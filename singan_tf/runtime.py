@@ -29,6 +29,7 @@ the prior thread pools, no XLA, nothing measured.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -367,6 +368,14 @@ def cache_dir() -> Path:
 
 
 # -- XLA's compiled programs, kept between runs ---------------------------------------
+COMPILE_AHEAD_ENV = "SINGAN_TF_COMPILE_AHEAD"  # "0": each scale compiles its XLA program itself
+
+
+def compile_ahead() -> bool:
+    """Whether training compiles the next scale's XLA program while a scale trains."""
+    return os.environ.get(COMPILE_AHEAD_ENV) != "0"
+
+
 XLA_CACHE_ENV = "SINGAN_TF_XLA_CACHE"  # "0" turns the program cache off
 XLA_CACHE_FLAG = "--tf_xla_persistent_cache_directory"
 XLA_CACHE_MAX_BYTES = 512 * 2**20
@@ -730,6 +739,17 @@ class Tuner:
             failed = ", ".join(SHORT_PRECISION[p] for p in sorted(self.excluded))
             decision.source, decision.note = "fallback", f"{failed} went non-finite earlier in this run"
         return decision
+
+    def planned(self, scale: int) -> Choice | None:
+        """The choice ``decide`` will make at ``scale`` without measuring anything (the only
+        candidate, or all timed in the cache, or inferred), or None if it may measure: known
+        ahead, the scale's XLA program can be compiled while an earlier scale trains."""
+        peek = copy.copy(self)  # deciding records rates and history: keep them out of this tuner
+        peek._rates, peek.history = list(self._rates), list(self.history)
+        decision = peek.decide(scale, None, measure_allowed=False)
+        all_cached = decision.source == "cache" and not decision.note  # else it would measure the rest
+        settled = decision.source in ("inferred", "fixed") or all_cached
+        return decision.choice if settled or len(self.candidates(scale)) == 1 else None
 
     def _decide(self, scale: int, measure, measure_allowed: bool) -> Decision:
         candidates = self.candidates(scale)

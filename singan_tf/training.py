@@ -21,7 +21,8 @@ per scale when every scale traced its own. With shape-relaxed arguments
 all scales of a width share one trace, and the frozen coarser pyramid
 runs as one small traced function per generator, so a new scale traces
 only its newest frozen generator. The step of a new width is traced in a
-second thread while the scale before it trains (``_Session.trace_ahead``).
+second thread while the scale before it trains, and with XLA the next
+scale's program is compiled there too (``_Session.prepare_ahead``).
 
 Deliberate differences from the reference code (docs/design.md §4.7):
 
@@ -556,17 +557,41 @@ def init_scale_nets(config: TrainConfig, scale: int, gens: list, critics: list):
 
 
 class StepCache:
-    """The ``TrainStep`` of each (width, choice) a run has used, created on first use."""
+    """The ``TrainStep`` of each (width, choice) a run has used, created on first use, and a
+    spare of it where the next scale's XLA program is compiled ahead."""
 
     def __init__(self, config: TrainConfig):
         self.config = config
         self._steps: dict[tuple[int, Choice], TrainStep] = {}
+        self._spares: dict[tuple[int, Choice], TrainStep] = {}
 
     def get(self, channels: int, choice: Choice) -> TrainStep:
         key = (channels, choice)
         if key not in self._steps:
             self._steps[key] = TrainStep(self.config, channels, choice.precision, choice.xla)
         return self._steps[key]
+
+    def spare(self, channels: int, choice: Choice) -> TrainStep:
+        """A second step of (width, choice), idle while ``get``'s trains a scale."""
+        key = (channels, choice)
+        if key not in self._spares:
+            self._spares[key] = TrainStep(self.config, channels, choice.precision, choice.xla)
+        return self._spares[key]
+
+    def promote(self, channels: int, choice: Choice) -> None:
+        """The spare becomes the step ``get`` returns, and the step it returned the spare."""
+        key = (channels, choice)
+        self._steps[key], self._spares[key] = self.spare(channels, choice), self.get(channels, choice)
+
+
+def compile_scale(step: TrainStep, size: tuple[int, int], prev_size: tuple[int, int]) -> None:
+    """Run one iteration of ``step`` on zero images of a scale's shapes (``size``, and the
+    coarser scale's ``prev_size``), so XLA compiles the scale's program before the scale
+    starts. The step's nets and optimizers are left changed: the scale sets them."""
+    zeros = tf.zeros((1, *size, 3))
+    data = ScaleData(zeros, zeros, zeros, tf.constant(0.1), tf.constant(False))
+    out = step.iteration(data, tf.zeros((1, *prev_size, 3)), tf.constant([0, 0], tf.int32))
+    float(out["g_loss"])
 
 
 def _check_same_image(run: RunDir, geometry: PyramidGeometry, image: np.ndarray) -> None:
@@ -677,36 +702,69 @@ class _Session:
     def __post_init__(self) -> None:
         self.geometry = self.frozen.geometry
         self.steps = StepCache(self.config)
-        self._tracing: threading.Thread | None = None
+        self._ahead: threading.Thread | None = None
+        self._compiled_ahead: tuple[int, int, Choice, bool] | None = None  # (scale, width, choice, on spare)
 
-    def trace_ahead(self, n: int) -> None:
-        """While scale n trains, trace the steps scale n+1 may use when it starts a new width.
+    def prepare_ahead(self, n: int, choice: Choice) -> None:
+        """While scale n trains (in ``choice``), prepare scale n+1's first iteration in a second
+        thread, which overlaps the iterations (they run in TensorFlow's executor, without the
+        GIL):
 
-        Tracing a step is ~1.5 s of mostly Python; in a second thread it overlaps the
-        current scale's iterations (which run in TensorFlow's executor, without the
-        GIL), so the next width's first iteration costs its first run only. The steps
-        are built here, on the calling thread: building draws initial weights, and only
+        * XLA planned at n+1 (``Tuner.planned``): compile its program (27-41 s per scale on an
+          AMD EPYC Zen 3) by running the step once on zeros of its shapes (``compile_scale``);
+          on the spare of this scale's step when n+1 runs the same one.
+        * else a new width at n+1: trace the steps it may use (~1.5 s of mostly Python).
+
+        Steps are built here, on the calling thread: building draws initial weights, and only
         this thread may touch the random state (``init_scale_nets`` seeds it).
         """
         nxt = n + 1
-        if nxt >= self.geometry.num_scales or self.config.channels(nxt) == self.config.channels(n):
+        if nxt >= self.geometry.num_scales:
             return
         ch = self.config.channels(nxt)
-        choices = self.tuner.candidates(nxt)
-        steps = [self.steps.get(ch, c) for c in choices]
-        self.tuner.traced.update((ch, c) for c in choices)
+        planned = self.tuner.planned(nxt) if runtime.compile_ahead() else None
+        if planned is not None and planned.xla:
+            spare = (ch, planned) == (self.config.channels(n), choice)
+            step = self.steps.spare(ch, planned) if spare else self.steps.get(ch, planned)
+            self.tuner.traced.add((ch, planned))
+            self._compiled_ahead = (nxt, ch, planned, spare)
+            sizes = self.geometry.sizes
+            work = functools.partial(compile_scale, step, sizes[nxt], sizes[n])
+        elif ch != self.config.channels(n):
+            choices = self.tuner.candidates(nxt)
+            steps = [self.steps.get(ch, c) for c in choices]
+            self.tuner.traced.update((ch, c) for c in choices)
 
-        def trace() -> None:
-            for step in steps:
-                step.graph()
+            def work() -> None:
+                for step in steps:
+                    step.graph()
+        else:
+            return
 
-        self._tracing = threading.Thread(target=trace, name=f"trace-scale-{nxt}", daemon=True)
-        self._tracing.start()
+        def prepare() -> None:
+            try:
+                work()
+            except Exception as err:  # the scale then traces or compiles on its own, and reports
+                log.debug("preparing scale %d ahead failed: %s", nxt, err)
+                self._compiled_ahead = None
 
-    def join_tracing(self) -> None:
-        if self._tracing is not None:
-            self._tracing.join()
-            self._tracing = None
+        self._ahead = threading.Thread(target=prepare, name=f"prepare-scale-{nxt}", daemon=True)
+        self._ahead.start()
+
+    def join_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.join()
+            self._ahead = None
+
+    def take_compiled(self, n: int, choice: Choice) -> bool:
+        """Scale n starts in ``choice``: whether its program was compiled ahead (if on a spare
+        step, that step becomes the one it trains)."""
+        ahead, self._compiled_ahead = self._compiled_ahead, None
+        if ahead is None or ahead[:3] != (n, self.config.channels(n), choice):
+            return False
+        if ahead[3]:
+            self.steps.promote(ahead[1], choice)
+        return True
 
     def rec_input(self, n: int, rec: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
         """The reconstruction path's (x, prev): z* at the coarsest scale, zero noise above."""
@@ -723,7 +781,9 @@ class _Session:
 
     def train(self, n: int, real: tf.Tensor, rec: tf.Tensor | None) -> tf.Tensor:
         """Train scale n (from its checkpoint if there is one); returns its reconstruction."""
-        self.join_tracing()
+        t_wait = time.perf_counter()
+        self.join_ahead()
+        waited = time.perf_counter() - t_wait  # part of the first call: the scale could not start
         config, run = self.config, self.run
         size, ch = self.geometry.sizes[n], config.channels(n)
         rec_input = self.rec_input(n, rec)
@@ -746,7 +806,8 @@ class _Session:
                 n, lambda choice, timed: time_new_trainer(lambda: trainer_for(choice), timed)
             )
         log.info("scale %d: %s", n, decision.describe())
-        t_first = time.perf_counter()  # the first iteration's cost counts building the step
+        ahead = self.take_compiled(n, decision.choice)
+        t_first = time.perf_counter() - waited  # the first iteration's cost counts building the step
         trainer = trainer_for(decision.choice)
         start = _load_checkpoint(trainer, checkpoint)
         if checkpoint is not None:
@@ -771,7 +832,7 @@ class _Session:
         def report(it, metrics):
             if not first_call:
                 first_call.append(time.perf_counter() - t_first)
-                self.trace_ahead(n)  # after this scale's first call, which it would slow
+                self.prepare_ahead(n, decision.choice)  # after this scale's first call, which it would slow
             for cb in self.callbacks:
                 cb.on_iterations(n, it, metrics)
 
@@ -799,6 +860,7 @@ class _Session:
             "seconds": round(time.perf_counter() - ts + decision.tuning_s, 3),
             "iters": iters,
             "first_call_s": round(first_call[0], 3) if first_call else None,
+            "compiled_ahead": ahead,
             "rec_rmse": float(tf.sqrt(reconstruction_loss(rec, real))),
             "runtime": record,
             "final": last,
@@ -818,6 +880,7 @@ class _Session:
         checkpoint (or its start), and so do the following scales. oneDNN's bfloat16 kernels on
         an AMX CPU produced NaNs here with two threads per op (bench/README.md); float32 is the
         paper's precision."""
+        self.join_ahead()  # the step it goes on with may be the one compiling the next scale
         failed = decision.choice
         self.tuner.excluded.add(failed.precision)  # the rest of the run trains without it
         decision = Decision(

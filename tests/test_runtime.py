@@ -159,6 +159,35 @@ def test_a_clear_winner_at_two_scales_of_a_width_decides_the_next(two_precisions
             assert {d.source for d in decisions} == {"measured"}
 
 
+def test_a_choice_is_planned_ahead_only_where_deciding_measures_nothing(two_precisions, tmp_path):
+    # What training compiles ahead for the next scale (``_Session.prepare_ahead``).
+    sizes = [(25, 34), (33, 43), (42, 56), (54, 71)]
+    config = TrainConfig(precision="auto", jit_compile="off", iters=2000)
+    cache = TuningCache(tmp_path / "t.json", machine="m")
+    tuner = Tuner(config, sizes, (1, 2), cache, budget=1.0)
+    assert tuner.planned(0) is None  # nothing cached: scale 0 will measure
+    calls = []
+    measure = _fake_measure({"float32": 40.0, "mixed_bfloat16": 25.0}, calls)
+    tuner.decide(0, measure)
+    assert tuner.planned(1) is None
+    tuner.decide(1, measure)
+    state = (tuner.gflops, list(tuner.history), tuner.spent_s)
+    assert tuner.planned(2) == BF16  # a clear winner at scales 0 and 1: inferred
+    assert (tuner.gflops, tuner.history, tuner.spent_s) == state  # planning changed nothing
+    decision = tuner.decide(2, measure)
+    assert (decision.choice, decision.source) == (BF16, "inferred") and len(calls) == 4
+    # A second run of the geometry: every candidate cached at scale 0, so it is planned.
+    again = Tuner(config, sizes, (1, 2), TuningCache(tmp_path / "t.json", machine="m"), budget=1.0)
+    assert again.planned(0) == BF16
+    # Only one candidate cached: deciding would measure the other.
+    partial = TuningCache(tmp_path / "p.json", machine="m")
+    partial.put(tuner.key(0, F32), Timing(30.0, 0.5, 3))
+    assert Tuner(config, sizes, (1, 2), partial, budget=1.0).planned(0) is None
+    # Fixed choices are always known.
+    fixed = TrainConfig(precision="float32", jit_compile="on", iters=2000)
+    assert Tuner(fixed, sizes, (1, 2), None).planned(3) == Choice("float32", True)
+
+
 def test_tuner_stays_within_its_budget(two_precisions, tmp_path):
     config = TrainConfig(precision="auto", jit_compile="off", iters=10)  # a few seconds of training
     calls = []
@@ -546,3 +575,25 @@ def test_a_second_run_loads_the_first_runs_xla_programs_and_trains_the_same(tmp_
     third = _weights(tmp_path / "third")
     assert all(np.array_equal(first[k], third[k]) for k in first)
     assert len(list((tmp_path / "cache" / "xla").glob("*/*.pb"))) == len(programs)  # kept anew
+
+
+@pytest.mark.slow  # two training processes compiling 3 XLA programs each: ~3 min
+def test_compiling_the_next_scale_ahead_changes_only_when_it_is_compiled(tmp_path):
+    # 3 scales of one width: scale 1 trains on the spare step compiled ahead, scale 2 on the first.
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_XLA_FLAGS", "SINGAN_TF_COMPILE_AHEAD")}
+    command = [sys.executable, "-m", "singan_tf.train", "--preset", "quick", "--max-size", "50"]
+    command += ["--iters", "6", "--jit", "on", "--cpu-threads", "tf", "--num-samples", "1", "--no-progress"]
+    runs = {}
+    for name, ahead in (("ahead", "1"), ("not-ahead", "0")):
+        cache = tmp_path / f"cache-{name}"
+        run_env = {**env, "SINGAN_TF_CACHE_DIR": str(cache), "SINGAN_TF_COMPILE_AHEAD": ahead}
+        out = ["--out", str(tmp_path / name)]
+        done = subprocess.run([*command, *out], env=run_env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        scales = json.loads((tmp_path / name / "pyramid.json").read_text())["scales"]
+        assert len(list(cache.glob("xla/*/*.pb"))) == len(scales) == 3  # each scale compiled once
+        runs[name] = [s["compiled_ahead"] for s in scales]
+    assert runs == {"ahead": [False, True, True], "not-ahead": [False, False, False]}
+    ahead, alone = _weights(tmp_path / "ahead"), _weights(tmp_path / "not-ahead")
+    assert len(ahead) > 20 and ahead.keys() == alone.keys()
+    assert all(np.array_equal(ahead[k], alone[k]) for k in ahead)  # the same programs, the same state

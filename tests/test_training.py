@@ -221,6 +221,6 @@ def test_the_next_width_is_traced_while_the_current_scale_trains(rocket, tmp_pat
     config = TrainConfig(max_size=52, iters=3, channel_step=2, precision="float32", jit_compile="off")
     result = train_pyramid(config, rocket, tmp_path / "run", cache=None)
     assert [config.channels(n) for n in range(result.pyramid.geometry.num_scales)] == [32, 32, 64]
-    assert traced == [(64, "trace-scale-2")]
+    assert traced == [(64, "prepare-scale-2")]
     manifest = json.loads((tmp_path / "run" / "pyramid.json").read_text())
     assert all(np.isfinite(s["final"]["g_loss"]) for s in manifest["scales"])
