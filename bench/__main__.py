@@ -9,7 +9,7 @@ fast-preset   the fast preset against the paper preset at 400 iterations, on sev
 serve-load    throughput, latency and memory of `python -m serving` under concurrent clients
 browser-speed ms/sample in headless Chromium (onnxruntime-web) vs onnxruntime in Python
 sr-quality    super-resolution PSNR/SSIM vs bicubic on a held-out original
-first-call    each scale's first call with an empty and a filled XLA program cache
+first-call    each scale's first call: empty or filled XLA program cache, compiled ahead or not
 speed-report  per-scale speed (fp32, mixed) and the fast preset's time and SWD vs the paper preset's
 torch-reference  the reference algorithm in PyTorch on this machine (needs torch)
 plot          bench/results/train_speed.png from the train-speed results
