@@ -274,18 +274,25 @@ ACTIVATION_FACTOR = 30
 RUNTIME_BASE_BYTES = 900 * 2**20  # TensorFlow + Keras resident before training
 
 
+def scale_memory(config: TrainConfig, geometry, n: int) -> int:
+    """Rough bytes of scale n's training iteration (activations, kept for the backward passes)."""
+    (h, w), ch, k = geometry.sizes[n], config.channels(n), config.kernel_size - 1
+    layers = config.num_layers
+    per_pass = sum((h + k * (layers - i)) * (w + k * (layers - i)) for i in range(layers))
+    return per_pass * ch * 4 * ACTIVATION_FACTOR
+
+
 def estimate_memory(config: TrainConfig, geometry) -> int:
     """Rough peak resident memory of training, in bytes (dominated by the finest scale)."""
-    peak = 0
-    for n, (h, w) in enumerate(geometry.sizes):
-        ch = config.channels(n)
-        k = config.kernel_size - 1
-        per_pass = sum(
-            (h + k * (config.num_layers - i)) * (w + k * (config.num_layers - i))
-            for i in range(config.num_layers)
-        )
-        peak = max(peak, per_pass * ch * 4 * ACTIVATION_FACTOR)
-    return RUNTIME_BASE_BYTES + peak
+    return RUNTIME_BASE_BYTES + max(scale_memory(config, geometry, n) for n in range(geometry.num_scales))
+
+
+def fits_beside(config: TrainConfig, geometry, n: int) -> bool:
+    """Whether scale n+1's iteration may run beside scale n's (compiling it ahead) in the
+    memory available now."""
+    have = available_memory()
+    need = RUNTIME_BASE_BYTES + scale_memory(config, geometry, n) + scale_memory(config, geometry, n + 1)
+    return have is None or need <= have
 
 
 def available_memory() -> int | None:

@@ -712,7 +712,8 @@ class _Session:
 
         * XLA planned at n+1 (``Tuner.planned``): compile its program (27-41 s per scale on an
           AMD EPYC Zen 3) by running the step once on zeros of its shapes (``compile_scale``);
-          on the spare of this scale's step when n+1 runs the same one.
+          on the spare of this scale's step when n+1 runs the same one. Not where the two
+          scales' iterations side by side may not fit in memory (``runtime.fits_beside``).
         * else a new width at n+1: trace the steps it may use (~1.5 s of mostly Python).
 
         Steps are built here, on the calling thread: building draws initial weights, and only
@@ -723,6 +724,9 @@ class _Session:
             return
         ch = self.config.channels(nxt)
         planned = self.tuner.planned(nxt) if runtime.compile_ahead() else None
+        if planned is not None and planned.xla and not runtime.fits_beside(self.config, self.geometry, n):
+            log.debug("scale %d: not compiled ahead (two scales' iterations may not fit in memory)", nxt)
+            planned = None
         if planned is not None and planned.xla:
             spare = (ch, planned) == (self.config.channels(n), choice)
             step = self.steps.spare(ch, planned) if spare else self.steps.get(ch, planned)

@@ -188,6 +188,23 @@ def test_a_choice_is_planned_ahead_only_where_deciding_measures_nothing(two_prec
     assert Tuner(fixed, sizes, (1, 2), None).planned(3) == Choice("float32", True)
 
 
+def test_a_scale_is_compiled_ahead_only_where_two_iterations_fit_in_memory(monkeypatch):
+    from singan_tf.pyramid import geometry_for
+
+    config = TrainConfig()
+    geometry = geometry_for(config, (427, 640))
+    last = geometry.num_scales - 2  # the two finest scales, side by side
+    pair = runtime.scale_memory(config, geometry, last) + runtime.scale_memory(config, geometry, last + 1)
+    assert runtime.scale_memory(config, geometry, last) < runtime.scale_memory(config, geometry, last + 1)
+    need = runtime.RUNTIME_BASE_BYTES + pair
+    assert need > runtime.estimate_memory(config, geometry)  # more than one scale's peak
+    monkeypatch.setattr(runtime, "available_memory", lambda: need)
+    assert runtime.fits_beside(config, geometry, last)
+    monkeypatch.setattr(runtime, "available_memory", lambda: need - 1)
+    assert not runtime.fits_beside(config, geometry, last)
+    assert runtime.fits_beside(config, geometry, 0)  # the coarse scales fit
+
+
 def test_tuner_stays_within_its_budget(two_precisions, tmp_path):
     config = TrainConfig(precision="auto", jit_compile="off", iters=10)  # a few seconds of training
     calls = []
