@@ -717,8 +717,16 @@ class _Session:
         * else a new width at n+1: trace the steps it may use (~1.5 s of mostly Python).
 
         Steps are built here, on the calling thread: building draws initial weights, and only
-        this thread may touch the random state (``init_scale_nets`` seeds it).
+        this thread may touch the random state (``init_scale_nets`` seeds it). Preparing only
+        saves time: if it fails, the next scale traces and compiles when it starts.
         """
+        try:
+            self._prepare_ahead(n, choice)
+        except Exception as err:
+            log.warning("scale %d: not prepared ahead (%s)", n + 1, err)
+            self._compiled_ahead = None
+
+    def _prepare_ahead(self, n: int, choice: Choice) -> None:
         nxt = n + 1
         if nxt >= self.geometry.num_scales:
             return
@@ -748,8 +756,8 @@ class _Session:
         def prepare() -> None:
             try:
                 work()
-            except Exception as err:  # the scale then traces or compiles on its own, and reports
-                log.debug("preparing scale %d ahead failed: %s", nxt, err)
+            except Exception as err:  # the scale then traces or compiles on its own
+                log.warning("scale %d: not prepared ahead (%s)", nxt, err)
                 self._compiled_ahead = None
 
         self._ahead = threading.Thread(target=prepare, name=f"prepare-scale-{nxt}", daemon=True)
