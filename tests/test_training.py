@@ -1,6 +1,7 @@
 """The training step, the trainer and the schedule (singan_tf/training.py)."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -224,3 +225,17 @@ def test_the_next_width_is_traced_while_the_current_scale_trains(rocket, tmp_pat
     assert traced == [(64, "prepare-scale-2")]
     manifest = json.loads((tmp_path / "run" / "pyramid.json").read_text())
     assert all(np.isfinite(s["final"]["g_loss"]) for s in manifest["scales"])
+
+
+def test_a_failure_to_prepare_the_next_scale_is_only_a_warning(rocket, tmp_path, monkeypatch, caplog):
+    from singan_tf.training import train_pyramid
+
+    def broken(self):
+        raise RuntimeError("no trace today")
+
+    monkeypatch.setattr(TrainStep, "graph", broken)  # the second thread's tracing of the next width
+    config = TrainConfig(max_size=52, iters=3, channel_step=2, precision="float32", jit_compile="off")
+    with caplog.at_level(logging.WARNING, logger="singan_tf.training"):
+        result = train_pyramid(config, rocket, tmp_path / "run", cache=None)
+    assert result.pyramid.num_scales == 3
+    assert [r.getMessage() for r in caplog.records] == ["scale 2: not prepared ahead (no trace today)"]
