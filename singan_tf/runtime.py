@@ -755,8 +755,8 @@ class Tuner:
         peek._rates, peek.history = list(self._rates), list(self.history)
         decision = peek.decide(scale, None, measure_allowed=False)
         all_cached = decision.source == "cache" and not decision.note  # else it would measure the rest
-        settled = decision.source in ("inferred", "fixed") or all_cached
-        return decision.choice if settled or len(self.candidates(scale)) == 1 else None
+        settled = decision.source == "inferred" or all_cached or len(self.candidates(scale)) == 1
+        return decision.choice if settled else None
 
     def _decide(self, scale: int, measure, measure_allowed: bool) -> Decision:
         candidates = self.candidates(scale)

@@ -703,7 +703,7 @@ class _Session:
         self.geometry = self.frozen.geometry
         self.steps = StepCache(self.config)
         self._ahead: threading.Thread | None = None
-        self._compiled_ahead: tuple[int, int, Choice, bool] | None = None  # (scale, width, choice, on spare)
+        self._compiled_ahead: tuple[int, Choice, bool] | None = None  # (scale, choice, on a spare step)
 
     def prepare_ahead(self, n: int, choice: Choice) -> None:
         """While scale n trains (in ``choice``), prepare scale n+1's first iteration in a second
@@ -723,8 +723,11 @@ class _Session:
         try:
             self._prepare_ahead(n, choice)
         except Exception as err:
-            log.warning("scale %d: not prepared ahead (%s)", n + 1, err)
-            self._compiled_ahead = None
+            self._not_prepared(n + 1, err)
+
+    def _not_prepared(self, scale: int, err: Exception) -> None:
+        log.warning("scale %d: not prepared ahead (%s)", scale, err)
+        self._compiled_ahead = None
 
     def _prepare_ahead(self, n: int, choice: Choice) -> None:
         nxt = n + 1
@@ -732,14 +735,11 @@ class _Session:
             return
         ch = self.config.channels(nxt)
         planned = self.tuner.planned(nxt) if runtime.compile_ahead() else None
-        if planned is not None and planned.xla and not runtime.fits_beside(self.config, self.geometry, n):
-            log.debug("scale %d: not compiled ahead (two scales' iterations may not fit in memory)", nxt)
-            planned = None
-        if planned is not None and planned.xla:
+        if planned is not None and planned.xla and runtime.fits_beside(self.config, self.geometry, n):
             spare = (ch, planned) == (self.config.channels(n), choice)
             step = self.steps.spare(ch, planned) if spare else self.steps.get(ch, planned)
             self.tuner.traced.add((ch, planned))
-            self._compiled_ahead = (nxt, ch, planned, spare)
+            self._compiled_ahead = (nxt, planned, spare)
             sizes = self.geometry.sizes
             work = functools.partial(compile_scale, step, sizes[nxt], sizes[n])
         elif ch != self.config.channels(n):
@@ -757,8 +757,7 @@ class _Session:
             try:
                 work()
             except Exception as err:  # the scale then traces or compiles on its own
-                log.warning("scale %d: not prepared ahead (%s)", nxt, err)
-                self._compiled_ahead = None
+                self._not_prepared(nxt, err)
 
         self._ahead = threading.Thread(target=prepare, name=f"prepare-scale-{nxt}", daemon=True)
         self._ahead.start()
@@ -772,10 +771,10 @@ class _Session:
         """Scale n starts in ``choice``: whether its program was compiled ahead (if on a spare
         step, that step becomes the one it trains)."""
         ahead, self._compiled_ahead = self._compiled_ahead, None
-        if ahead is None or ahead[:3] != (n, self.config.channels(n), choice):
+        if ahead is None or ahead[:2] != (n, choice):
             return False
-        if ahead[3]:
-            self.steps.promote(ahead[1], choice)
+        if ahead[2]:
+            self.steps.promote(self.config.channels(n), choice)
         return True
 
     def rec_input(self, n: int, rec: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
