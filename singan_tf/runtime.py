@@ -657,6 +657,15 @@ def sample_scales(config: TrainConfig, sizes: Sequence[tuple[int, int]]) -> dict
     return {ch: scales[len(scales) // 2] for ch, scales in by_width.items()}
 
 
+def fully_timed_scales(config: TrainConfig, sizes: Sequence[tuple[int, int]]) -> set[int]:
+    """Where the thread probe times every candidate: each width's sample scale
+    (``sample_scales``) and scale 0. Nothing trains before scale 0 to compile its XLA program
+    behind, and a speed-up measured on larger maps does not carry down to it (XLA was 82%
+    faster than the plain step at 75x111 and 2% slower at 25x34 on an AMD EPYC Zen 3), so
+    there the candidates are compared as timed, compile included."""
+    return set(sample_scales(config, sizes).values()) | {0}
+
+
 class Tuner:
     """Per-scale precision and XLA for one run (``--precision auto``, ``--jit auto``).
 
@@ -664,7 +673,9 @@ class Tuner:
     (at two timed scales of the width, or at the width's sample scale, which
     the thread probe times in full), measures the missing ones while the
     budget lasts (``measure(choice, timed_iters)`` runs real training
-    iterations and returns a ``Timing``), and picks the fastest.
+    iterations and returns a ``Timing``), and picks the one that trains the
+    scale soonest: its iterations plus a first call not yet paid (an XLA
+    compile, unless measured here; a trace of a width not traced yet).
     The budget is ``budget`` times the run's estimated training time, from
     the analytic cost model at the throughput measured so far.
     """
@@ -754,8 +765,10 @@ class Tuner:
         peek = copy.copy(self)  # deciding records rates and history: keep them out of this tuner
         peek._rates, peek.history = list(self._rates), list(self.history)
         decision = peek.decide(scale, None, measure_allowed=False)
-        all_cached = decision.source == "cache" and not decision.note  # else it would measure the rest
-        settled = decision.source == "inferred" or all_cached or len(self.candidates(scale)) == 1
+        candidates = self.candidates(scale)
+        # Not all cached: deciding would measure the rest.
+        all_cached = decision.source == "cache" and len(decision.timings) == len(candidates)
+        settled = decision.source == "inferred" or all_cached or len(candidates) == 1
         return decision.choice if settled else None
 
     def _decide(self, scale: int, measure, measure_allowed: bool) -> Decision:
@@ -806,10 +819,27 @@ class Tuner:
         if not timings:
             note = f"measuring would take ~{need:.0f} s, over the budget" if measure_allowed else ""
             return Decision(candidates[0], "prior", note=note)
-        best = min(timings, key=lambda c: timings[c].ms_per_iter)
-        note = f"not measured: {', '.join(c.label for c in skipped)} (budget)" if skipped else ""
+        measured = set(timings) - from_cache
+        best = min(timings, key=lambda c: self._scale_s(scale, c, timings[c], c in measured))
+        fastest = min(timings, key=lambda c: timings[c].ms_per_iter)
+        notes = [f"not measured: {', '.join(c.label for c in skipped)} (budget)"] if skipped else []
+        if fastest != best:
+            saved_s = self.iters(scale) * (timings[best].ms_per_iter - timings[fastest].ms_per_iter) / 1e3
+            notes.append(
+                f"{fastest.label} would save {saved_s:.0f} s of iterations "
+                f"for a {timings[fastest].first_call_s:.0f} s first call"
+            )
+        note = "; ".join(notes)
         source = "cache" if set(timings) <= from_cache else "measured"
         return Decision(best, source, labelled, spent, note)
+
+    def _scale_s(self, scale: int, choice: Choice, timing: Timing, measured: bool) -> float:
+        """Seconds ``choice`` would take to train ``scale``: its iterations and its first call,
+        unless that is paid (measured here, or a plain step of a width traced already). An XLA
+        program compiled ahead is charged too: on a busy CPU its compile takes the time of the
+        iterations it runs beside."""
+        paid = measured or (not choice.xla and (self.config.channels(scale), choice) in self.traced)
+        return (0.0 if paid else timing.first_call_s) + self.iters(scale) * timing.ms_per_iter / 1e3
 
     def _from_sample(self, scale: int, candidates: list[Choice]) -> Decision | None:
         """The winner at the width's sample scale (``sample_scales``: the thread probe timed every
@@ -904,12 +934,12 @@ PROBE_START_S = 4.0  # a probe process: interpreter, TensorFlow import, first tr
 def probe_cost_s(config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: ThreadPlan = None) -> float:
     """Estimated seconds of one probe process (``python -m singan_tf.tune --probe``) for
     ``plan``: start, one trace per width, every scale's prior choice timed, and every other
-    candidate at each width's sample scale."""
+    candidate at each width's sample scale and at scale 0 (``fully_timed_scales``)."""
     tuner = Tuner(config, sizes, plan, None)
     per_width = {config.channels(n) for n in range(len(sizes))}
     iters = WARMUP_ITERS + TIMED_ITERS
     timed = sum(tuner.estimate_s(n) for n in range(len(sizes))) * iters
-    for n in sample_scales(config, sizes).values():
+    for n in fully_timed_scales(config, sizes):
         for choice in tuner.candidates(n)[1:]:
             timed += (XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S) + iters * tuner.estimate_s(n)
     return PROBE_START_S + len(per_width) * FIRST_CALL_S + timed

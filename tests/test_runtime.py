@@ -319,7 +319,7 @@ def test_threads_are_judged_by_their_best_candidate_not_their_prior(tmp_path, mo
     )
 
 
-def test_the_thread_probe_times_every_candidate_at_the_sample_scales(tmp_path, monkeypatch):
+def test_the_thread_probe_times_every_candidate_at_the_sample_scales_and_scale_0(tmp_path, monkeypatch):
     from singan_tf.pyramid import geometry_for
     from singan_tf.tune import time_geometry
 
@@ -338,8 +338,35 @@ def test_the_thread_probe_times_every_candidate_at_the_sample_scales(tmp_path, m
     (sample,) = runtime.sample_scales(config, geometry.sizes).values()
     assert geometry.num_scales >= 3 and 0 < sample < geometry.num_scales - 1
     assert calls == [
-        (n, c) for n in range(geometry.num_scales) for c in ([PLAIN, XLA] if n == sample else [PLAIN])
+        (n, c) for n in range(geometry.num_scales) for c in ([PLAIN, XLA] if n in (0, sample) else [PLAIN])
     ]
+    assert runtime.fully_timed_scales(config, geometry.sizes) == {0, sample}
+
+
+@pytest.mark.parametrize("xla_ms", [78.0, 50.0])
+def test_a_first_call_still_to_pay_counts_against_its_candidate(tmp_path, xla_ms):
+    # Scale 0 of the fast preset on the AMD EPYC Zen 3: XLA 78 ms per iteration after a 28 s
+    # compile, the plain step 80 ms after a 4 s trace; 1000 iterations.
+    config = TrainConfig(precision="float32", jit_compile="auto", iters=1000, max_channels=32)
+    cache = TuningCache(tmp_path / "t.json", machine="m")
+    tuner = Tuner(config, SIX, None, cache)
+    assert tuner.candidates(0) == [XLA, PLAIN]  # the prior: XLA on small maps trained long
+    cache.put(tuner.key(0, XLA), Timing(xla_ms, 28.0, 3))
+    cache.put(tuner.key(0, PLAIN), Timing(80.0, 4.0, 3))
+    decision = tuner.decide(0, measure=None, measure_allowed=False)
+    assert decision.source == "cache" and set(decision.timings) == {"float32", "float32 XLA"}
+    if xla_ms == 78.0:  # saves 2 s of iterations for a 28 s compile
+        assert decision.choice == PLAIN
+        assert "float32 XLA would save 2 s of iterations for a 28 s first call" in decision.describe()
+        assert tuner.planned(0) == PLAIN  # what is compiled ahead is what is decided
+    else:  # saves 30 s: worth its compile
+        assert decision.choice == XLA and "would save" not in decision.describe()
+    # Measured in this process, XLA's compile is paid: the faster per iteration wins.
+    calls = []
+    measured = Tuner(config, SIX, None, TuningCache(tmp_path / "m.json", machine="m"), budget=1.0)
+    timing = {XLA: Timing(xla_ms, 28.0, 3), PLAIN: Timing(80.0, 4.0, 3)}
+    decision = measured.decide(0, lambda c, timed: calls.append(c) or timing[c])
+    assert calls == [XLA, PLAIN] and (decision.source, decision.choice) == ("measured", XLA)
 
 
 def test_iteration_flops_match_the_step_structure():
