@@ -623,6 +623,10 @@ class Decision:
 # step unless that width and precision was traced already), then a few timed.
 WARMUP_ITERS = 1
 TIMED_ITERS = 3
+# ...and at least this long: three 45 ms iterations at a coarse scale read 46 ms in one probe
+# and 78 ms in another on the same machine kind.
+MIN_TIMED_S = 0.5
+MAX_TIMED_ITERS = 50
 DEFAULT_BUDGET = 0.03  # of the run's estimated training time
 FIRST_CALL_S = 2.0  # guess for a trace not seen yet
 XLA_FIRST_CALL_S = 8.0  # XLA compiles once per shape
@@ -631,6 +635,11 @@ XLA_FIRST_CALL_S = 8.0  # XLA compiles once per shape
 ASSUMED_GFLOPS_PER_CORE = 25.0
 ASSUMED_GPU_GFLOPS = 2000.0
 THREAD_BUDGET = 0.06  # probing thread pools: once per machine and geometry, then cached
+
+
+def timed_s(iteration_s: float) -> float:
+    """Seconds of the timed iterations of one measurement, at ``iteration_s`` an iteration."""
+    return min(max(TIMED_ITERS * iteration_s, MIN_TIMED_S), MAX_TIMED_ITERS * iteration_s)
 
 
 def assumed_gflops() -> float:
@@ -739,7 +748,7 @@ class Tuner:
             first = XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S
         elif choice.xla:  # XLA compiles again for every new shape
             first = XLA_FIRST_CALL_S
-        return first + (WARMUP_ITERS + TIMED_ITERS) * self.estimate_s(scale)
+        return first + WARMUP_ITERS * self.estimate_s(scale) + timed_s(self.estimate_s(scale))
 
     def _record_rate(self, scale: int, timing: Timing) -> None:
         self._rates.append(iteration_flops(self.config, self.sizes, scale) / (timing.ms_per_iter * 1e6))
@@ -802,7 +811,7 @@ class Tuner:
                         continue
                     timing = measure(choice, TIMED_ITERS)
                     self.traced.add((channels, choice))
-                    cost = timing.first_call_s + timing.ms_per_iter * (TIMED_ITERS + WARMUP_ITERS - 1) / 1e3
+                    cost = timing.first_call_s + timing.ms_per_iter * timing.timed_iters / 1e3
                     spent += cost
                     self.spent_s += cost
                     timings[choice] = timing
@@ -937,11 +946,14 @@ def probe_cost_s(config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: Th
     candidate at each width's sample scale and at scale 0 (``fully_timed_scales``)."""
     tuner = Tuner(config, sizes, plan, None)
     per_width = {config.channels(n) for n in range(len(sizes))}
-    iters = WARMUP_ITERS + TIMED_ITERS
-    timed = sum(tuner.estimate_s(n) for n in range(len(sizes))) * iters
+
+    def measuring_s(n: int) -> float:
+        return WARMUP_ITERS * tuner.estimate_s(n) + timed_s(tuner.estimate_s(n))
+
+    timed = sum(measuring_s(n) for n in range(len(sizes)))
     for n in fully_timed_scales(config, sizes):
         for choice in tuner.candidates(n)[1:]:
-            timed += (XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S) + iters * tuner.estimate_s(n)
+            timed += (XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S) + measuring_s(n)
     return PROBE_START_S + len(per_width) * FIRST_CALL_S + timed
 
 

@@ -505,17 +505,23 @@ class ScaleTrainer:
                 on_metrics(done, last if log_now else None)
         return last
 
-    def time(self, timed: int, warmup: int = runtime.WARMUP_ITERS) -> Timing:
-        """Seconds of ``warmup`` iterations (the first traces), then ms per iteration of ``timed``."""
+    def time(
+        self, timed: int, warmup: int = runtime.WARMUP_ITERS, min_s: float = runtime.MIN_TIMED_S
+    ) -> Timing:
+        """Seconds of ``warmup`` iterations (the first traces), then ms per iteration of ``timed``
+        iterations, or of as many as take ``min_s`` seconds where that is more (at most
+        ``runtime.MAX_TIMED_ITERS``)."""
         t0 = time.perf_counter()
         for it in range(warmup):
             float(self.iterate(it)["g_loss"])
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for it in range(warmup, warmup + timed):
-            out = self.iterate(it)
-        float(out["g_loss"])
-        return Timing((time.perf_counter() - t0) * 1e3 / timed, first, timed)
+        done = 0
+        while done < timed or (time.perf_counter() - t0 < min_s and done < runtime.MAX_TIMED_ITERS):
+            out = self.iterate(warmup + done)
+            float(out["g_loss"])  # each iteration ends before the clock is read
+            done += 1
+        return Timing((time.perf_counter() - t0) * 1e3 / done, first, done)
 
 
 def time_new_trainer(make: Callable[[], ScaleTrainer], timed: int) -> Timing:
