@@ -637,9 +637,10 @@ ASSUMED_GPU_GFLOPS = 2000.0
 THREAD_BUDGET = 0.06  # probing thread pools: once per machine and geometry, then cached
 
 
-def timed_s(iteration_s: float) -> float:
-    """Seconds of the timed iterations of one measurement, at ``iteration_s`` an iteration."""
-    return min(max(TIMED_ITERS * iteration_s, MIN_TIMED_S), MAX_TIMED_ITERS * iteration_s)
+def measuring_s(iteration_s: float) -> float:
+    """Seconds of one measurement's iterations (warm-up and timed), at ``iteration_s`` each."""
+    timed = min(max(TIMED_ITERS * iteration_s, MIN_TIMED_S), MAX_TIMED_ITERS * iteration_s)
+    return WARMUP_ITERS * iteration_s + timed
 
 
 def assumed_gflops() -> float:
@@ -748,7 +749,7 @@ class Tuner:
             first = XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S
         elif choice.xla:  # XLA compiles again for every new shape
             first = XLA_FIRST_CALL_S
-        return first + WARMUP_ITERS * self.estimate_s(scale) + timed_s(self.estimate_s(scale))
+        return first + measuring_s(self.estimate_s(scale))
 
     def _record_rate(self, scale: int, timing: Timing) -> None:
         self._rates.append(iteration_flops(self.config, self.sizes, scale) / (timing.ms_per_iter * 1e6))
@@ -946,14 +947,10 @@ def probe_cost_s(config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: Th
     candidate at each width's sample scale and at scale 0 (``fully_timed_scales``)."""
     tuner = Tuner(config, sizes, plan, None)
     per_width = {config.channels(n) for n in range(len(sizes))}
-
-    def measuring_s(n: int) -> float:
-        return WARMUP_ITERS * tuner.estimate_s(n) + timed_s(tuner.estimate_s(n))
-
-    timed = sum(measuring_s(n) for n in range(len(sizes)))
+    timed = sum(measuring_s(tuner.estimate_s(n)) for n in range(len(sizes)))
     for n in fully_timed_scales(config, sizes):
         for choice in tuner.candidates(n)[1:]:
-            timed += (XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S) + measuring_s(n)
+            timed += (XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S) + measuring_s(tuner.estimate_s(n))
     return PROBE_START_S + len(per_width) * FIRST_CALL_S + timed
 
 

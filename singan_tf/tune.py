@@ -73,9 +73,9 @@ def time_geometry(
     prior_only: bool = False,
 ) -> list[dict]:
     """Time every candidate (or only the prior, and every candidate at each width's sample
-    scale and scale 0, ``runtime.fully_timed_scales``) at every scale (or ``scales``) in this process's thread
-    pools; timings go to ``cache`` (and come from it with ``reuse``). Returns one row per
-    scale and candidate."""
+    scale and at scale 0, ``runtime.fully_timed_scales``) at every scale (or ``scales``) in
+    this process's thread pools; timings go to ``cache`` (and come from it with ``reuse``).
+    Returns one row per scale and candidate."""
     plan = runtime.active_thread_plan()
     tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
     samples = runtime.fully_timed_scales(config, geometry.sizes)
