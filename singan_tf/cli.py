@@ -42,9 +42,24 @@ EXIT_TRAINING_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
+def _trains_deterministic_run(args: argparse.Namespace) -> bool:
+    """Whether the command trains more of a run made with --deterministic: ``train --resume``,
+    or ``harmonize`` / ``edit`` with ``--fine-tune``."""
+    if getattr(args, "resume", False):
+        run = args.out
+    elif getattr(args, "fine_tune", 0) and getattr(args, "run_dir", None):
+        run = args.run_dir
+    else:
+        return False
+    try:
+        return preflight.read_config(run).deterministic
+    except (ConfigError, InputError):
+        return False  # the command's own checks report the run
+
+
 def _prepare_tensorflow(args: argparse.Namespace) -> None:
     # Must run before TensorFlow is imported; the user's settings win.
-    if getattr(args, "deterministic", False):
+    if getattr(args, "deterministic", False) or _trains_deterministic_run(args):
         # oneDNN's multi-threaded kernels differ run to run in the last bits (and GAN
         # training amplifies that); TensorFlow's own CPU kernels with op determinism do not.
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

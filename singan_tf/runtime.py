@@ -266,6 +266,19 @@ def training_graph_options():
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
+def enable_determinism() -> None:
+    """TensorFlow's op determinism for this process (``--deterministic``), with a warning when
+    oneDNN's kernels, which differ run to run in the last bits, were left on."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        log.warning(
+            "deterministic: oneDNN kernels are on, so runs may differ in the last bits; set "
+            "TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow (the CLI does) for bit-identical runs"
+        )
+
+
 # -- memory -----------------------------------------------------------------------
 # Bytes per activation element held during one iteration at the finest scale,
 # relative to one forward pass's activations (GP double backward, Adam, BN

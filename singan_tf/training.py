@@ -43,7 +43,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -661,12 +660,7 @@ def train_pyramid(
         run.initialise(config, geometry, working, rec_noise)
         done = 0
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-        if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
-            log.warning(
-                "deterministic: oneDNN kernels are on, so runs may differ in the last bits; set "
-                "TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow (the CLI does) for bit-identical runs"
-            )
+        runtime.enable_determinism()
     reals = build_pyramid(working, geometry)
     gens: list[ScaleGenerator] = load_nets(run, config, done)
     critics: list[PatchCritic] = load_nets(run, config, done, critics=True)

@@ -385,3 +385,23 @@ def test_missing_paint_subprocess(trained_run, tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"singan-tf: error: {tmp_path / 'nope.png'}: no such file"]
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_deterministic_run_fine_tunes_in_float32_with_op_determinism(
+    trained_run, pyramid, training_image, hubble, monkeypatch
+):
+    import dataclasses
+
+    from singan_tf import runtime
+    from singan_tf.applications import injection
+
+    monkeypatch.setattr(runtime, "prior_precision", lambda: "mixed_bfloat16")  # a CPU with bf16 instructions
+    assert runtime.resolve_precision("auto") == "mixed_bfloat16"
+    enabled = []  # op determinism is process-wide: recorded here, not switched on under the other tests
+    monkeypatch.setattr(injection, "enable_determinism", lambda: enabled.append(True))
+    naive, _ = pasted(training_image, hubble, 8, 20, 14)
+    critics = load_nets(RunDir(trained_run), pyramid.config, pyramid.num_scales, critics=True)
+    config = pyramid.config.replace(precision="auto", deterministic=True)
+    tuned = applications.fine_tune(dataclasses.replace(pyramid, config=config), naive, 2, 1, critics)
+    assert [g.dtype_policy.name for g in tuned.generators[2:]] == ["float32"] * (pyramid.num_scales - 2)
+    assert enabled == [True]

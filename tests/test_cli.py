@@ -1,6 +1,9 @@
 """CLI behaviour on bad input: one clear line, non-zero exit, no traceback (in process; what the
 terminal sees, in subprocesses: test_cli_errors.py)."""
 
+import argparse
+import os
+
 import pytest
 
 from singan_tf.cli import command_main, main
@@ -149,3 +152,39 @@ def test_fast_preset_trains_and_records_each_scales_precision(tmp_path):
     assert [s["iters"] for s in scales] == [8, 4, 2][: len(scales)] and len(scales) >= 2
     assert all(s["runtime"]["precision"] in precision_candidates() for s in scales)
     assert len(list((out / "samples").glob("sample_*.png"))) == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--out", "{run}", "--resume"],
+        ["harmonize", "{run}", "--naive", "n.png", "--inject-scale", "1", "--fine-tune", "5", "-o", "o.png"],
+        ["edit", "{run}", "--edited", "e.png", "--inject-scale", "1", "--fine-tune", "5", "-o", "o.png"],
+    ],
+)
+def test_training_more_of_a_deterministic_run_turns_onednn_off_before_tensorflow_loads(
+    tmp_path, monkeypatch, argv
+):
+    # oneDNN's kernels differ run to run in the last bits: the run's own --deterministic decides,
+    # as the flag does for a new run.
+    from singan_tf import cli
+    from singan_tf.config import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    cli._add_command(parser, argv[0])
+
+    def parsed(run):
+        args = parser.parse_args([a.format(run=run) for a in argv[1:]])
+        vars(args).pop("jit", None)  # the oneDNN setting is under test here, not the XLA cache
+        return args
+
+    for deterministic in (False, True):
+        run = tmp_path / f"run_{deterministic}"
+        run.mkdir()
+        (run / "config.json").write_text(TrainConfig(deterministic=deterministic).to_json())
+        env: dict[str, str] = {}
+        with monkeypatch.context() as m:
+            m.setattr(os, "environ", env)
+            cli._prepare_tensorflow(parsed(run))
+        assert env.get("TF_ENABLE_ONEDNN_OPTS") == ("0" if deterministic else None)
+    assert cli._trains_deterministic_run(parsed(tmp_path / "missing")) is False  # its command reports it

@@ -17,7 +17,13 @@ import tensorflow as tf
 from singan_tf.errors import ConfigError, InputError
 from singan_tf.models import PatchCritic, ScaleGenerator, build_generator
 from singan_tf.pyramid import Size, downscale, noise_sizes, upsample
-from singan_tf.runtime import Choice, dtype_policy, resolve_precision, training_graph_options
+from singan_tf.runtime import (
+    Choice,
+    dtype_policy,
+    enable_determinism,
+    resolve_precision,
+    training_graph_options,
+)
 from singan_tf.sampling import Pyramid
 from singan_tf.training import ScaleTrainer, StepCache
 
@@ -186,7 +192,10 @@ def fine_tune(
     if iters < 1:
         raise ConfigError("fine-tuning needs >= 1 iteration")
     config = pyramid.config.replace(iters=iters, iters_decay=1.0)
-    precision = resolve_precision(config.precision)
+    # A run trained with --deterministic fine-tunes as it trained: float32, op determinism.
+    precision = "float32" if config.deterministic else resolve_precision(config.precision)
+    if config.deterministic:
+        enable_determinism()
     sizes = noise_sizes(pyramid.sizes, scale_h)
     reals = [tf.constant(resize(image, size)[None]) for size in sizes]
     generators: list[ScaleGenerator] = list(pyramid.generators)
