@@ -762,8 +762,12 @@ class _Session:
         self._ahead = threading.Thread(target=prepare, name=f"prepare-scale-{nxt}", daemon=True)
         self._ahead.start()
 
-    def join_ahead(self) -> None:
+    def join_ahead(self, n: int | None = None) -> None:
+        """Wait for the second thread preparing scale n (the log says so if it is still at work:
+        an XLA compile may outlast the scale before)."""
         if self._ahead is not None:
+            if n is not None and self._ahead.is_alive():
+                log.info("scale %d: waiting for its step, prepared in a second thread", n)
             self._ahead.join()
             self._ahead = None
 
@@ -793,7 +797,7 @@ class _Session:
     def train(self, n: int, real: tf.Tensor, rec: tf.Tensor | None) -> tf.Tensor:
         """Train scale n (from its checkpoint if there is one); returns its reconstruction."""
         t_wait = time.perf_counter()
-        self.join_ahead()
+        self.join_ahead(n)
         waited = time.perf_counter() - t_wait  # part of the first call: the scale could not start
         config, run = self.config, self.run
         size, ch = self.geometry.sizes[n], config.channels(n)

@@ -204,23 +204,31 @@ def test_loss_scale_skips_overflow_and_grows():
     assert float(ls.scale.numpy()) == 8.0 and int(ls.good_steps.numpy()) == 0
 
 
-def test_the_next_width_is_traced_while_the_current_scale_trains(rocket, tmp_path, monkeypatch):
+def test_the_next_width_is_traced_while_the_current_scale_trains(rocket, tmp_path, monkeypatch, caplog):
     """A scale that starts a new width finds its step traced: a second thread traced it during
-    the scale before (after that scale's first iteration), and training is unchanged by it."""
+    the scale before (after that scale's first iteration), and training is unchanged by it.
+    A scale that has to wait for that thread says so."""
     import threading
+    import time
 
     from singan_tf.training import train_pyramid
 
     traced = []
     original = TrainStep.graph
+    waiting = "scale 2: waiting for its step, prepared in a second thread"
 
     def graph(self):
         traced.append((self.channels, threading.current_thread().name))
+        deadline = time.monotonic() + 60  # outlast scale 1's 3 iterations: scale 2 must wait
+        while waiting not in caplog.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
         return original(self)
 
     monkeypatch.setattr(TrainStep, "graph", graph)
     config = TrainConfig(max_size=52, iters=3, channel_step=2, precision="float32", jit_compile="off")
-    result = train_pyramid(config, rocket, tmp_path / "run", cache=None)
+    with caplog.at_level(logging.INFO, logger="singan_tf.training"):
+        result = train_pyramid(config, rocket, tmp_path / "run", cache=None)
+    assert waiting in caplog.messages
     assert [config.channels(n) for n in range(result.pyramid.geometry.num_scales)] == [32, 32, 64]
     assert traced == [(64, "prepare-scale-2")]
     manifest = json.loads((tmp_path / "run" / "pyramid.json").read_text())
