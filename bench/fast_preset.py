@@ -17,6 +17,11 @@ every other one is compared with it per image, on means over seeds
         --settings preset=paper,iters=400,precision=auto preset=fast \\
         --seeds 0 1 [--images rocket china gravel hubble] [--sheets]
 
+An anchor trained on another machine (hours on 2 cores) is not trained again:
+``--anchor-scores FILE`` takes its scores from an earlier report (``speed-report``
+or ``fast-preset`` JSON) wherever ``--runs`` has no complete anchor run; its
+time is left out, since another machine's says nothing of this one.
+
 Writes ``results/fast_preset.json`` and ``.md`` (and contact sheets with ``--sheets``).
 """
 
@@ -70,6 +75,13 @@ def score(run: Path, overrides: dict, image: str, num: int) -> dict:
     }
 
 
+def earlier_anchor(source: str, setting: str, image: str, seed: int) -> list[dict]:
+    """The anchor's scores from ``source`` (none when it has no row for this image and seed),
+    without its time."""
+    rows = rundirs.earlier_anchor(source, setting, image, seed)
+    return [{**row, "wall_s": None, "logged_s": None} for row in rows]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="bench/runs", help="folder of the run directories (kept, reused)")
@@ -80,6 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num", type=int, default=50, help="samples scored per run")
     parser.add_argument("--sheets", action="store_true", help="write a contact sheet per image")
     parser.add_argument("--out", default="bench/results/fast_preset.json")
+    parser.add_argument(
+        "--anchor-scores",
+        help="an earlier report's JSON: its anchor scores stand in where --runs has no anchor run",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     result = {"benchmark": "fast_preset", "machine": machine_info(), "settings": args.settings, "rows": []}
@@ -88,6 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
             for seed in args.seeds:
                 overrides = {"max_size": args.max_size, **rundirs.parse_setting(setting), "seed": seed}
                 run = Path(args.runs) / image / f"{rundirs.label_of(setting)}_s{seed}"
+                if setting == args.settings[0] and args.anchor_scores and not rundirs.complete(run):
+                    rows = earlier_anchor(args.anchor_scores, setting, image, seed)
+                    print(json.dumps({"image": image, "setting": setting, "seed": seed, "scores": len(rows)}))
+                    result["rows"] += rows
+                    continue
                 row = {"setting": setting, "seed": seed, **score(run, overrides, image, args.num)}
                 result["rows"].append(row)
                 print(json.dumps({k: row[k] for k in ("image", "setting", "seed", "wall_s")}), flush=True)

@@ -206,14 +206,13 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
     """Section 6: the fast preset trained here per image and seed; the anchors reused."""
     anchor, fast = args.anchor, args.fast
     rows, times = [], {}
-    earlier = json.loads(Path(args.anchor_scores).read_text()) if args.anchor_scores else None
     for image in args.images:
         for seed in args.seeds:
             run = runs_dir / image / f"{rundirs.label_of(anchor)}_s{seed}"
             if rundirs.complete(run):
                 rows.append(_scored(run, anchor, image, seed, None, args.num))
-            elif earlier:
-                rows += _earlier_anchor(earlier, args.anchor_scores, anchor, image, seed)
+            elif args.anchor_scores:
+                rows += rundirs.earlier_anchor(args.anchor_scores, anchor, image, seed)
         if args.skip_anchor_time:
             for r in rows:
                 if r["image"] == image:
@@ -246,20 +245,6 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
         if row["setting"] == anchor:
             row["wall_s"] = times[row["image"]]["estimated_train_s"] if row["image"] in times else None
     return {"rows": rows, "anchor_timing": times, "summary": rundirs.summarise(rows, [anchor, fast])}
-
-
-def _earlier_anchor(earlier: dict, source: str, anchor: str, image: str, seed: int) -> list[dict]:
-    """The anchor's scores from an earlier report, where its run is not on this disk.
-
-    An anchor is hours of training on 2 cores, and its samples' quality does not depend on the
-    machine that trained it; its time does, so it is estimated here all the same. The row says
-    where it came from (file, CPU, commit)."""
-    machine = earlier.get("machine", {})
-    return [
-        {**row, "scores_from": {"file": source, "cpu": machine.get("cpu"), "commit": earlier.get("commit")}}
-        for row in earlier.get("fast_vs_anchor", {}).get("rows", [])
-        if row["image"] == image and row["setting"] == anchor and row["seed"] == seed
-    ]
 
 
 def _options(setting: str) -> list[str]:
