@@ -22,7 +22,8 @@ An anchor trained on another machine (hours on 2 cores) is not trained again:
 or ``fast-preset`` JSON) wherever ``--runs`` has no complete anchor run; its
 time is left out, since another machine's says nothing of this one.
 
-Writes ``results/fast_preset.json`` and ``.md`` (and contact sheets with ``--sheets``).
+Writes ``results/fast_preset.json`` and ``.md`` (and contact sheets with ``--sheets``,
+``fast_preset_IMAGE.png``; ``--out results/fast_preset_X.json`` names them ``fast_preset_IMAGE_X.png``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
     table = rundirs.quality_table(result["summary"])
     out.with_suffix(".md").write_text(table)
     if args.sheets:
-        rundirs.contact_sheets(result["rows"], args.settings, out.parent)
+        # named after --out, so another report's sheets are not overwritten
+        rundirs.contact_sheets(
+            result["rows"], args.settings, out.parent, suffix=out.stem.removeprefix("fast_preset")
+        )
     print(table)
     return result
 
