@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sheets", action="store_true", help="write a contact sheet per image")
     parser.add_argument("--out", default="bench/results/fast_preset.json")
     parser.add_argument(
+        "--score-only", action="store_true", help="train nothing: leave out runs that are not complete"
+    )
+    parser.add_argument(
         "--anchor-scores",
         help="an earlier report's JSON: its anchor scores stand in where --runs has no anchor run",
     )
@@ -109,6 +112,11 @@ def main(argv: list[str] | None = None) -> dict:
                     rows = earlier_anchor(args.anchor_scores, setting, image, seed)
                     print(json.dumps({"image": image, "setting": setting, "seed": seed, "scores": len(rows)}))
                     result["rows"] += rows
+                    continue
+                if args.score_only and not rundirs.complete(run):
+                    print(
+                        json.dumps({"image": image, "setting": setting, "seed": seed, "left_out": str(run)})
+                    )
                     continue
                 row = {"setting": setting, "seed": seed, **score(run, overrides, image, args.num)}
                 result["rows"].append(row)
