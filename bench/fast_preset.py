@@ -76,13 +76,6 @@ def score(run: Path, overrides: dict, image: str, num: int) -> dict:
     }
 
 
-def earlier_anchor(source: str, setting: str, image: str, seed: int) -> list[dict]:
-    """The anchor's scores from ``source`` (none when it has no row for this image and seed),
-    without its time."""
-    rows = rundirs.earlier_anchor(source, setting, image, seed)
-    return [{**row, "wall_s": None, "logged_s": None} for row in rows]
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="bench/runs", help="folder of the run directories (kept, reused)")
@@ -108,12 +101,13 @@ def main(argv: list[str] | None = None) -> dict:
             for seed in args.seeds:
                 overrides = {"max_size": args.max_size, **rundirs.parse_setting(setting), "seed": seed}
                 run = Path(args.runs) / image / f"{rundirs.label_of(setting)}_s{seed}"
-                if setting == args.settings[0] and args.anchor_scores and not rundirs.complete(run):
-                    rows = earlier_anchor(args.anchor_scores, setting, image, seed)
+                if not rundirs.complete(run) and setting == args.settings[0] and args.anchor_scores:
+                    # another machine's time says nothing of this one
+                    rows = rundirs.earlier_anchor(args.anchor_scores, setting, image, seed)
+                    result["rows"] += [{**r, "wall_s": None, "logged_s": None} for r in rows]
                     print(json.dumps({"image": image, "setting": setting, "seed": seed, "scores": len(rows)}))
-                    result["rows"] += rows
                     continue
-                if args.score_only and not rundirs.complete(run):
+                if not rundirs.complete(run) and args.score_only:
                     print(
                         json.dumps({"image": image, "setting": setting, "seed": seed, "left_out": str(run)})
                     )

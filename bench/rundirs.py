@@ -5,9 +5,9 @@
 * making runs: ``train_command`` (``bench.train_run`` in a child process, for
   ``common.run_timed``), ``complete``, ``random_run`` (untrained weights, for
   the speed benchmarks);
-* scoring: ``evaluate_run`` (``singan_tf.evaluation`` with a report cache),
-  ``earlier_anchor`` (an anchor's scores from an earlier report);
-* comparing settings: ``summarise``, ``quality_table``, ``contact_sheets``.
+* scoring: ``evaluate_run`` (``singan_tf.evaluation`` with a report cache);
+* comparing settings: ``earlier_anchor`` (an anchor's scores from an earlier
+  report), ``summarise``, ``quality_table``, ``contact_sheets``.
 
 Runs are read through ``singan_tf.rundir.RunDir``. TensorFlow and singan_tf
 load inside the functions, as in ``bench.common``.
