@@ -88,13 +88,53 @@ def fixed_choices(tmp: Path, iters: int, bf16_scales: str = "") -> dict[str, lis
     return runs
 
 
-def torch_reference(python: str, tmp: Path, scales: int) -> list[dict]:
+def torch_reference(
+    python: str, tmp: Path, scales: int | list[int], sizes: list | None = None, max_channels: int = 128
+) -> list[dict]:
+    """The PyTorch reference's ms/iteration at ``scales`` (a count: 0..n-1) of the reference
+    geometry, or of the pyramid ``sizes`` with widths capped at ``max_channels``."""
     if not python:
         return []
     out = tmp / "torch.json"
-    args = ["--scales", ",".join(map(str, range(scales))), "--iters", "3", "--out", str(out)]
+    scales = list(range(scales)) if isinstance(scales, int) else scales
+    args = ["--scales", ",".join(map(str, scales)), "--iters", "3", "--out", str(out)]
+    if sizes:
+        args += ["--sizes", ",".join(f"{h}x{w}" for h, w in sizes), "--no-sampling"]
+        args += ["--max-channels", str(max_channels)]
     subprocess.run([python, "-m", "bench.torch_reference", *args], check=True)
     return json.loads(out.read_text())["training"]
+
+
+def torch_schedules(python: str, tmp: Path, image: str, settings: list[str]) -> dict | None:
+    """What the PyTorch reference would take here to train ``image`` with each setting's
+    pyramid, widths and iterations (ms/iteration of every scale, timed in this run, times
+    its iterations; no tracing to add). Scales of a width timed once for all settings."""
+    if not python:
+        return None
+    from singan_tf.cli import add_config_arguments, config_from_args
+    from singan_tf.images import load_image
+    from singan_tf.pyramid import geometry_for
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    size = load_image(image_path(image)).shape[:2]
+    timed: dict[tuple, float] = {}  # (size, channels) -> ms per iteration
+    result = {}
+    for setting in settings:
+        config = config_from_args(parser.parse_args(_options(setting)))
+        sizes = [tuple(s) for s in geometry_for(config, size).sizes]
+        widths = [config.channels(n) for n in range(len(sizes))]
+        todo = [n for n in range(len(sizes)) if (sizes[n], widths[n]) not in timed]
+        if todo:
+            rows = torch_reference(python, tmp, todo, sizes, config.max_channels)
+            timed.update({(tuple(r["size"]), r["channels"]): r["ms_per_iter"] for r in rows})
+        scales = [
+            {"size": list(s), "channels": c, "iters": config.scale_iters(n), "ms_per_iter": timed[(s, c)]}
+            for n, (s, c) in enumerate(zip(sizes, widths, strict=True))
+        ]
+        seconds = sum(s["iters"] * s["ms_per_iter"] / 1e3 for s in scales)
+        result[setting] = {"estimated_train_s": round(seconds, 1), "scales": scales}
+    return result
 
 
 def reference_image(tmp: Path) -> str:
@@ -226,6 +266,9 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
                 )
             times[image] = auto_choices(image_path(image), _options(timed_as), report_runs / f"cache-{image}")
             times[image]["setting"] = timed_as
+        torch = torch_schedules(args.torch_python, report_runs, image, [anchor, fast])
+        if torch:
+            times.setdefault(image, {})["torch"] = torch
         # The fast runs of an image share a tuning cache that starts empty: the first seed is a
         # user's first run on this machine and geometry, the next ones find its timings.
         os.environ["SINGAN_TF_CACHE_DIR"] = str(report_runs / f"cache-fast-{image}")
@@ -243,7 +286,7 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
             print(json.dumps({"image": image, "seed": seed, "wall_s": wall}), flush=True)
     for row in rows:  # the anchors' time: estimated on quiet cores from their own geometry
         if row["setting"] == anchor:
-            row["wall_s"] = times[row["image"]]["estimated_train_s"] if row["image"] in times else None
+            row["wall_s"] = times.get(row["image"], {}).get("estimated_train_s")
     return {"rows": rows, "anchor_timing": times, "summary": rundirs.summarise(rows, [anchor, fast])}
 
 
@@ -282,8 +325,30 @@ def markdown(result: dict) -> str:
         lines += per_scale_markdown(result)
     fast = result.get("fast_vs_anchor")
     if fast:
-        lines += ["", rundirs.quality_table(fast["summary"])]
+        lines += ["", rundirs.quality_table(fast["summary"]), *torch_lines(fast)]
     return "\n".join(lines) + "\n"
+
+
+def torch_lines(fast: dict) -> list[str]:
+    """Per image: the settings' training time in PyTorch here beside this project's."""
+    lines = []
+    for image, timing in fast["anchor_timing"].items():
+        if "torch" not in timing:
+            continue
+        parts = []
+        for setting, torch in timing["torch"].items():
+            ours = [r for r in fast["rows"] if r["image"] == image and r["setting"] == setting]
+            walls = [r["wall_s"] for r in ours if r["wall_s"]]
+            here = f"{sum(walls) / len(walls) / 60:.1f} min here" if walls else "not timed here"
+            parts.append(f"{setting} {torch['estimated_train_s'] / 60:.1f} min in PyTorch ({here})")
+        lines.append(f"- {image}: " + "; ".join(parts) + ".")
+    if not lines:
+        return []
+    head = (
+        "The PyTorch reference's training time on the same machine (its ms/iteration, timed in "
+        "this run, times each setting's iterations, summed over the image's scales):"
+    )
+    return ["", head, "", *lines]
 
 
 def per_scale_markdown(result: dict) -> list[str]:

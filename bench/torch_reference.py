@@ -18,6 +18,7 @@ Needs PyTorch, which the project does not depend on: a venv of its own
 
     python3 -m venv ../tvenv && ../tvenv/bin/pip install torch==2.13.0 numpy
     ../tvenv/bin/python -m bench torch-reference [--scales 0,2,4,6,8] [--iters 3]
+    ../tvenv/bin/python -m bench torch-reference --sizes 25x38,33x50,... --max-channels 32 --no-sampling
 
 Writes ``results/torch_reference.json``.
 """
@@ -41,8 +42,8 @@ SIZES = [(25, 34), (33, 43), (42, 56), (54, 71), (69, 91), (88, 117), (113, 151)
 PAD = 5  # (kernel - 1) * layers / 2
 
 
-def channels(scale: int) -> int:
-    return min(32 * 2 ** (scale // 4), 128)
+def channels(scale: int, max_channels: int = 128) -> int:
+    return min(32 * 2 ** (scale // 4), max_channels)
 
 
 def build(torch, ch: int, out: int, tanh: bool):
@@ -78,15 +79,15 @@ def pad(torch, x):
     return torch.nn.functional.pad(x, (PAD,) * 4)
 
 
-def random_prev(torch, frozen, scale):
+def random_prev(torch, frozen, sizes, scale):
     """A random pass of the frozen coarser pyramid, upsampled to ``scale``'s size."""
-    out = torch.zeros(1, 3, *SIZES[0])
+    out = torch.zeros(1, 3, *sizes[0])
     with torch.no_grad():
         for m, g in enumerate(frozen):
-            z = torch.randn(1, 1 if m == 0 else 3, *SIZES[m]).expand(1, 3, *SIZES[m])
-            prev = torch.zeros(1, 3, *SIZES[m]) if m == 0 else upsample(torch, out, SIZES[m])
+            z = torch.randn(1, 1 if m == 0 else 3, *sizes[m]).expand(1, 3, *sizes[m])
+            prev = torch.zeros(1, 3, *sizes[m]) if m == 0 else upsample(torch, out, sizes[m])
             out = g(pad(torch, 0.1 * z + prev), pad(torch, prev))
-        return upsample(torch, out, SIZES[scale]) if frozen else torch.zeros(1, 3, *SIZES[scale])
+        return upsample(torch, out, sizes[scale]) if frozen else torch.zeros(1, 3, *sizes[scale])
 
 
 def gradient_penalty(torch, critic, real, fake, weight=0.1):
@@ -97,15 +98,15 @@ def gradient_penalty(torch, critic, real, fake, weight=0.1):
     return weight * ((grad.norm(2, dim=1) - 1) ** 2).mean()
 
 
-def time_training(torch, scale: int, iters: int) -> dict:
-    ch = channels(scale)
-    h, w = SIZES[scale]
+def time_training(torch, scale: int, iters: int, sizes=SIZES, max_channels: int = 128) -> dict:
+    ch = channels(scale, max_channels)
+    h, w = sizes[scale]
     gen, critic = Generator(torch, ch), build(torch, ch, 1, tanh=False)
-    frozen = [Generator(torch, channels(m)) for m in range(scale)]
+    frozen = [Generator(torch, channels(m, max_channels)) for m in range(scale)]
     g_opt = torch.optim.Adam(gen.parameters(), lr=5e-4, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(critic.parameters(), lr=5e-4, betas=(0.5, 0.999))
     real = torch.rand(1, 3, h, w) * 2 - 1
-    rec_prev = pad(torch, random_prev(torch, frozen, scale))
+    rec_prev = pad(torch, random_prev(torch, frozen, sizes, scale))
     rec_in = rec_prev
 
     def iteration():
@@ -113,7 +114,7 @@ def time_training(torch, scale: int, iters: int) -> dict:
         for _ in range(3):
             critic.zero_grad()
             (-critic(real).mean()).backward()
-            prev = random_prev(torch, frozen, scale)
+            prev = random_prev(torch, frozen, sizes, scale)
             fake = gen(pad(torch, 0.1 * noise + prev), pad(torch, prev))
             critic(fake.detach()).mean().backward()
             gradient_penalty(torch, critic, real, fake.detach()).backward()
@@ -178,10 +179,18 @@ def time_sampling(torch, width_factor: float, reps: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="0,2,4,6,8")
+    parser.add_argument(
+        "--sizes", default="", help="a pyramid's scale sizes, HxW,HxW,... (default: the 186x248 image's)"
+    )
+    parser.add_argument("--max-channels", type=int, default=128, help="width cap (the fast preset's: 32)")
+    parser.add_argument("--no-sampling", action="store_true", help="time training only")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/torch_reference.json")
     args = parser.parse_args(argv)
+    sizes = SIZES
+    if args.sizes:
+        sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     import torch
 
     torch.set_num_threads(args.threads)
@@ -195,14 +204,16 @@ def main(argv: list[str] | None = None) -> dict:
             "torch": torch.__version__,
             "threads": args.threads,
         },
+        "sizes": [list(size) for size in sizes],
+        "max_channels": args.max_channels,
         "training": [],
         "sampling": [],
     }
     for scale in (int(s) for s in args.scales.split(",")):
-        row = time_training(torch, scale, args.iters)
+        row = time_training(torch, scale, args.iters, sizes, args.max_channels)
         result["training"].append(row)
         print(json.dumps(row), flush=True)
-    for factor in (1.0, 2.0):
+    for factor in () if args.no_sampling else (1.0, 2.0):
         row = time_sampling(torch, factor, reps=10)
         result["sampling"].append(row)
         print(json.dumps(row), flush=True)
