@@ -310,13 +310,46 @@ def test_threads_are_judged_by_their_best_candidate_not_their_prior(tmp_path, mo
         assert "60% faster than the rest at scale 5, where this width was sampled" in decisions[4].describe()
         few = Tuner(config.replace(iters=20), SIX, None, cache).decide(3, measure=None, measure_allowed=False)
         assert (few.choice, few.source) == (PLAIN, "cache")  # 15 iterations do not repay a 30 s compile
-    else:  # 5% is not worth the compile, nor the pools' 20%: one thread per op
+    else:  # 5% is not worth the pools' 20%: one thread per op
         assert plan == (1, 2)
-        decision = pools.decide(4, measure=None, measure_allowed=False)
+        # With the pools, an unmeasured XLA is judged on its estimate, compile included: at scale 3
+        # 5% of 729 iterations saves 24 s, under its 30 s compile; at scale 4 (656) 39 s, over it.
+        decision = pools.decide(3, measure=None, measure_allowed=False)
         assert (decision.choice, decision.source) == (PLAIN, "cache")
+        decision = pools.decide(4, measure=None, measure_allowed=False)
+        assert (decision.choice, decision.source) == (XLA, "estimated")
+        assert "float32 XLA estimated 1200 from scale 5" in decision.describe()
     assert runtime.predicted_run_s(config, SIX, plan, cache) == min(
         runtime.predicted_run_s(config, SIX, p, cache) for p in ((1, 2), None)
     )
+
+
+def test_a_candidate_the_budget_leaves_unmeasured_is_judged_on_its_estimate(tmp_path, monkeypatch):
+    # A fast-preset run on an AMD EPYC Zen 3 (2026-12-03): XLA read 14.5% faster than the plain
+    # step at the width's sample scale, under the margin that infers a winner, the budget was
+    # spent, and the three finest scales trained in the timed plain step at 2-3x XLA's time.
+    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32"])
+    monkeypatch.setattr(runtime, "gpu_devices", lambda: [])
+    config = TrainConfig(precision="auto", iters=1000, iters_decay=0.8, max_channels=32)
+    cache = TuningCache(tmp_path / "t.json", machine="m")
+    tuner = Tuner(config, SIX, None, cache, budget=0.0)  # nothing more may be measured
+    assert tuner.samples == {32: 3}
+    for n in range(len(SIX)):
+        cache.put(tuner.key(n, PLAIN), Timing(100.0 * 1.8**n, 1.0, 3))
+    cache.put(tuner.key(3, XLA), Timing(100.0 * 1.8**3 / 1.145, 17.0, 3))
+    calls = []
+    decisions = {n: tuner.decide(n, _fake_measure({}, calls)) for n in (4, 5)}
+    assert calls == []
+    for n, decision in decisions.items():
+        assert (decision.choice, decision.source) == (XLA, "estimated")
+        saved_s = config.scale_iters(n) * 100.0 * 1.8**n * (1 - 1 / 1.145) / 1e3
+        assert saved_s > 17.0  # the compile is charged, and repaid
+        assert decision.to_dict(None)["source"] == "estimated"
+    assert "estimated, not measured" in decisions[5].describe()
+    # Known ahead (the budget measures nothing), so the scale's XLA program is compiled ahead.
+    assert tuner.planned(5) == XLA
+    # With budget left, the next scale measures XLA: not planned.
+    assert Tuner(config, SIX, None, cache, budget=1.0).planned(5) is None
 
 
 def test_the_thread_probe_times_every_candidate_at_the_sample_scales_and_scale_0(tmp_path, monkeypatch):
