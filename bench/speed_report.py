@@ -89,14 +89,13 @@ def fixed_choices(tmp: Path, iters: int, bf16_scales: str = "") -> dict[str, lis
 
 
 def torch_reference(
-    python: str, tmp: Path, scales: int | list[int], sizes: list | None = None, max_channels: int = 128
+    python: str, tmp: Path, scales: list[int], sizes: list | None = None, max_channels: int = 128
 ) -> list[dict]:
-    """The PyTorch reference's ms/iteration at ``scales`` (a count: 0..n-1) of the reference
-    geometry, or of the pyramid ``sizes`` with widths capped at ``max_channels``."""
+    """The PyTorch reference's ms/iteration at ``scales`` of the reference geometry, or of the
+    pyramid ``sizes`` with widths capped at ``max_channels``."""
     if not python:
         return []
     out = tmp / "torch.json"
-    scales = list(range(scales)) if isinstance(scales, int) else scales
     args = ["--scales", ",".join(map(str, scales)), "--iters", "3", "--out", str(out)]
     if sizes:
         args += ["--sizes", ",".join(f"{h}x{w}" for h, w in sizes), "--no-sampling"]
@@ -111,17 +110,14 @@ def torch_schedules(python: str, tmp: Path, image: str, settings: list[str]) -> 
     its iterations; no tracing to add). Scales of a width timed once for all settings."""
     if not python:
         return None
-    from singan_tf.cli import add_config_arguments, config_from_args
     from singan_tf.images import load_image
     from singan_tf.pyramid import geometry_for
 
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
     size = load_image(image_path(image)).shape[:2]
     timed: dict[tuple, float] = {}  # (size, channels) -> ms per iteration
     result = {}
     for setting in settings:
-        config = config_from_args(parser.parse_args(_options(setting)))
+        config = train_config(_options(setting))
         sizes = [tuple(s) for s in geometry_for(config, size).sizes]
         widths = [config.channels(n) for n in range(len(sizes))]
         todo = [n for n in range(len(sizes)) if (sizes[n], widths[n]) not in timed]
@@ -135,6 +131,15 @@ def torch_schedules(python: str, tmp: Path, image: str, settings: list[str]) -> 
         seconds = sum(s["iters"] * s["ms_per_iter"] / 1e3 for s in scales)
         result[setting] = {"estimated_train_s": round(seconds, 1), "scales": scales}
     return result
+
+
+def train_config(options: list[str]):
+    """The ``TrainConfig`` that ``python -m singan_tf.train`` builds from ``options``."""
+    from singan_tf.cli import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(options))
 
 
 def reference_image(tmp: Path) -> str:
@@ -153,15 +158,12 @@ def auto_choices(image: str, options: list[str], cache_dir: Path) -> dict:
     Then each scale's choice is timed where it was not measured, for the estimated training
     time (first call + iterations x ms at every scale)."""
     from singan_tf import runtime
-    from singan_tf.cli import add_config_arguments, config_from_args
     from singan_tf.images import load_image
     from singan_tf.pyramid import geometry_for
     from singan_tf.tune import probe
 
     os.environ["SINGAN_TF_CACHE_DIR"] = str(cache_dir)
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
-    config = config_from_args(parser.parse_args(options))
+    config = train_config(options)
     geometry = geometry_for(config, load_image(image).shape[:2])
     t0 = time.perf_counter()
     plan, why = runtime.choose_threads(
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["fixed"] = fixed_choices(work, args.iters, bf16_scales)
             write_result(out, result)  # each section as it is done: an interrupted report keeps them
             result["torch"] = torch_reference(
-                args.torch_python, work, len(result["fixed"]["float32/1x/plain"])
+                args.torch_python, work, list(range(len(result["fixed"]["float32/1x/plain"])))
             )
             write_result(out, result)
             geometry = "x".join(map(str, GEOMETRY))
