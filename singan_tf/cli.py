@@ -135,6 +135,18 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="scale n trains iters * decay**n iterations (paper: 1, the same at every scale)",
     )
+    p.add_argument(
+        "--concurrent",
+        type=int,
+        choices=[1, 2],
+        help="scales trained at once (paper: 1); 2 trains G_{n-1} along with G_n through scale n's "
+        "losses, as ConSinGAN does",
+    )
+    p.add_argument(
+        "--concurrent-lr",
+        type=float,
+        help="with --concurrent 2: G_{n-1}'s learning rate as a fraction of G_n's (default 0.1)",
+    )
     p.add_argument("--alpha", type=float, help="reconstruction loss weight (paper: 10)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument(

@@ -60,6 +60,11 @@ class TrainConfig:
     beta_2: float = 0.999
     lr_milestone: float = 0.8  # fraction of a scale's iters after which lr *= lr_gamma
     lr_gamma: float = 0.1
+    # Scales trained at once (Hinz et al., ConSinGAN, WACV 2021): 2 trains G_{n-1} along with
+    # G_n at scale n, through scale n's losses, at concurrent_lr times G_n's learning rate.
+    # 1 = the paper's: each scale trains against a frozen coarser pyramid.
+    concurrent: int = 1
+    concurrent_lr: float = 0.1
     # Execution.
     seed: int = 0
     jit_compile: JitMode = "auto"
@@ -86,6 +91,8 @@ class TrainConfig:
             (self.critic_steps >= 1 and self.generator_steps >= 1, "step counts must be >= 1"),
             (self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0"),
             (0.0 < self.lr_milestone <= 1.0, "lr_milestone must be in (0, 1]"),
+            (self.concurrent in (1, 2), "--concurrent must be 1 or 2"),
+            (0.0 < self.concurrent_lr <= 1.0, "--concurrent-lr must be in (0, 1]"),
             (self.num_layers >= 2, "num_layers must be >= 2"),
             (
                 self.channel_step >= 1 and self.base_channels >= 1,
@@ -122,6 +129,10 @@ class TrainConfig:
     def scale_iters(self, scale: int) -> int:
         """Iterations at scale n: ``round(iters * iters_decay**n)``, at least 1."""
         return max(1, round(self.iters * self.iters_decay**scale))
+
+    def trains_coarser(self, scale: int) -> bool:
+        """Whether scale n trains G_{n-1} along with G_n (``concurrent``; not at scale 0)."""
+        return self.concurrent > 1 and scale > 0
 
     def lr_milestone_iter(self, scale: int = 0) -> int:
         """Iteration of scale n at which the learning rates drop (80% of its iterations)."""
@@ -181,6 +192,8 @@ OPTION_NAMES = {
     "scale_factor": "--scale-factor",
     "iters": "--iters",
     "iters_decay": "--iters-decay",
+    "concurrent": "--concurrent",
+    "concurrent_lr": "--concurrent-lr",
     "alpha": "--alpha",
     "seed": "--seed",
     "jit_compile": "--jit",

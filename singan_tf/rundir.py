@@ -9,6 +9,7 @@ Layout::
       training_image.npy     the same in float32 [-1, 1] (what training and resume use)
       rec_noise.npy          z*, the coarsest scale's fixed reconstruction noise
       scales/NN/generator.weights.h5, critic.weights.h5
+                 coarser_generator.weights.h5: G_{N-1} as scale N left it (--concurrent 2)
       checkpoints/scale_NN.npz  mid-scale state: weights, optimizer slots, iteration, runtime
       logs/                  TensorBoard event files
       samples/               images written by training and `sample`
@@ -115,6 +116,18 @@ class RunDir:
     def critic_path(self, scale: int) -> Path:
         return self.scale_dir(scale) / "critic.weights.h5"
 
+    def refined_coarser_path(self, scale: int) -> Path:
+        """G_{n-1} as scale n left it, where scale n trained it too (``TrainConfig.concurrent``)."""
+        return self.scale_dir(scale) / "coarser_generator.weights.h5"
+
+    def generator_to_load(self, scale: int, manifest: dict) -> Path:
+        """Where G_n's final weights are: refined by scale n+1 if that scale is finished and
+        trained G_n too, else scale n's own. Scale n+1's manifest entry is the one commit point
+        of both files: until it is written, scale n's own weights stand."""
+        finer = manifest["scales"][scale + 1] if scale + 1 < len(manifest["scales"]) else {}
+        refined = finer.get("refines_coarser")
+        return self.refined_coarser_path(scale + 1) if refined else self.generator_path(scale)
+
     # State.
     def exists(self) -> bool:
         return self.manifest_path.is_file()
@@ -147,19 +160,25 @@ class RunDir:
             },
         )
 
-    def write_scale(self, scale: int, generator, critic, noise_amp: float, stats: dict) -> None:
-        """Save a finished scale; it counts as done once listed in pyramid.json."""
+    def write_scale(
+        self, scale: int, generator, critic, noise_amp: float, stats: dict, refined_coarser=None
+    ) -> None:
+        """Save a finished scale; it counts as done once listed in pyramid.json.
+        ``refined_coarser``: G_{n-1} as this scale left it, where it trained it too."""
         manifest = self.read_manifest()
         if len(manifest["scales"]) != scale:
             raise RuntimeError(f"scale {scale} written out of order ({len(manifest['scales'])} done)")
         atomic_save_weights(generator, self.generator_path(scale))
         atomic_save_weights(critic, self.critic_path(scale))
+        if refined_coarser is not None:
+            atomic_save_weights(refined_coarser, self.refined_coarser_path(scale))
         manifest["scales"].append(
             {
                 "scale": scale,
                 "size": list(manifest["geometry"]["sizes"][scale]),
                 "channels": int(generator.channels),
                 "noise_amp": float(noise_amp),
+                **({"refines_coarser": True} if refined_coarser is not None else {}),
                 **stats,
             }
         )
@@ -221,11 +240,13 @@ def atomic_save_npy(path: Path, array) -> None:
 
 def load_nets(run: RunDir, config: TrainConfig, scales: int, critics: bool = False) -> list:
     """Finished generators (or critics) 0..scales-1, weights loaded, frozen."""
-    build, path = (build_critic, run.critic_path) if critics else (build_generator, run.generator_path)
+    manifest = run.read_manifest()
+    manifest = {**manifest, "scales": manifest["scales"][:scales]}  # fewer: as when the last one finished
+    build = build_critic if critics else build_generator
     nets = []
     for n in range(scales):
         net = build(config.channels(n), config.num_layers, config.kernel_size)
-        net.load_weights(path(n))
+        net.load_weights(run.critic_path(n) if critics else run.generator_to_load(n, manifest))
         net.trainable = False
         nets.append(net)
     return nets

@@ -287,12 +287,19 @@ ACTIVATION_FACTOR = 30
 RUNTIME_BASE_BYTES = 900 * 2**20  # TensorFlow + Keras resident before training
 
 
+def _pass_bytes(config: TrainConfig, size: tuple[int, int], ch: int) -> int:
+    """float32 activations of one generator pass on ``size``."""
+    (h, w), k, layers = size, config.kernel_size - 1, config.num_layers
+    return sum((h + k * (layers - i)) * (w + k * (layers - i)) for i in range(layers)) * ch * 4
+
+
 def scale_memory(config: TrainConfig, geometry, n: int) -> int:
-    """Rough bytes of scale n's training iteration (activations, kept for the backward passes)."""
-    (h, w), ch, k = geometry.sizes[n], config.channels(n), config.kernel_size - 1
-    layers = config.num_layers
-    per_pass = sum((h + k * (layers - i)) * (w + k * (layers - i)) for i in range(layers))
-    return per_pass * ch * 4 * ACTIVATION_FACTOR
+    """Rough bytes of scale n's training iteration (activations, kept for the backward passes;
+    with G_{n-1} trained along, its two passes per generator step too)."""
+    total = _pass_bytes(config, geometry.sizes[n], config.channels(n)) * ACTIVATION_FACTOR
+    if config.trains_coarser(n):
+        total += _pass_bytes(config, geometry.sizes[n - 1], config.channels(n - 1)) * 2 * 2
+    return total
 
 
 def estimate_memory(config: TrainConfig, geometry) -> int:
@@ -357,7 +364,9 @@ def iteration_flops(config: TrainConfig, sizes: Sequence[tuple[int, int]], scale
     fake, and on the GP's steps the GP (D forward and double backward, ~3 D
     passes). Per generator step: G forward + backward twice (fake and
     reconstruction) and D forward + backward on the fake. Plus one forward
-    pass of every frozen coarser generator (the random ``prev``).
+    pass of every frozen coarser generator (the random ``prev``), and where
+    G_{n-1} trains along (``concurrent``), its forward + backward twice per
+    generator step.
     """
     h, w = sizes[scale]
     ch = config.channels(scale)
@@ -367,10 +376,15 @@ def iteration_flops(config: TrainConfig, sizes: Sequence[tuple[int, int]], scale
         conv_flops(*sizes[m], config.channels(m), config.num_layers, config.kernel_size, 3, pad=True)
         for m in range(scale)
     )
+    coarser = 0
+    if config.trains_coarser(scale):
+        coarser = conv_flops(
+            *sizes[scale - 1], config.channels(scale - 1), config.num_layers, config.kernel_size
+        )
     return (
         config.critic_steps * (g + 3 * d * 2)
         + len(config.gp_steps) * 3 * d
-        + config.generator_steps * (2 * 3 * g + 3 * d)
+        + config.generator_steps * (2 * 3 * (g + coarser) + 3 * d)
         + prev
     )
 
@@ -587,6 +601,7 @@ def timing_key(
     step = (
         f"{config.critic_steps}c{config.generator_steps}g{len(config.gp_steps)}gp"
         f"{config.num_layers}x{config.kernel_size}"
+        + (f"+G{config.channels(scale - 1)}" if config.trains_coarser(scale) else "")  # G_{n-1} trained too
     )
     return (
         f"{h}x{w}x{config.channels(scale)} frozen={digest} step={step} "

@@ -146,12 +146,14 @@ class Pyramid:
 
     def append_scale(self, generator: ScaleGenerator, noise_amp: float) -> None:
         """Add the next finer scale (training just froze it); the random path at the pyramid's
-        own sizes grows with it, other cached passes are dropped."""
+        own sizes grows with it, those of its coarser scales stay, other cached passes are
+        dropped."""
         own = self._random_paths.pop(self._key(self.sizes), None)
         self.generators.append(generator)
         self.noise_amps.append(noise_amp)
         self._functions.clear()
-        self._random_paths.clear()
+        prefixes = {self._key(self.sizes[:m]) for m in range(1, self.num_scales)}
+        self._random_paths = {k: v for k, v in self._random_paths.items() if k in prefixes}
         if own is not None:
             own.append(generator, noise_amp, self.sizes[-1])
             self._random_paths[self._key(self.sizes)] = own
@@ -161,10 +163,12 @@ class Pyramid:
         return tuple((int(h), int(w)) for h, w in sizes)
 
     def random_path(self, sizes: Sequence[Size] | None = None) -> RandomPath:
-        """This pyramid as a ``RandomPath`` (at ``sizes``, default its own), built once per sizes."""
+        """This pyramid as a ``RandomPath`` (at ``sizes``, default its own), built once per sizes;
+        fewer sizes than scales: its first ``len(sizes)`` scales."""
         key = self._key(self.sizes if sizes is None else sizes)
         if key not in self._random_paths:
-            self._random_paths[key] = RandomPath(self.generators, self.noise_amps, key)
+            m = len(key)
+            self._random_paths[key] = RandomPath(self.generators[:m], self.noise_amps[:m], key)
         return self._random_paths[key]
 
     def _forward(self, first_scale: int, with_prev: bool):

@@ -26,7 +26,8 @@ import numpy as np
 ITERATION_STREAMS = 64
 CRITIC_FAKE, CRITIC_GP_MIX = 0, 1  # within a critic step's own stream
 CRITIC_STEP = 2  # critic step k's own stream: CRITIC_STEP + 2k (k < 7)
-GENERATOR_STEP = 16  # generator step k's noise: GENERATOR_STEP + k (k < 16)
+GENERATOR_STEP = 16  # generator step k's noise: GENERATOR_STEP + k (k < 15)
+COARSER_NOISE = 31  # z_{n-1} of a step that trains G_{n-1} along with G_n (TrainConfig.concurrent)
 FROZEN_SCALE = 32  # the frozen coarser scale m's noise: FROZEN_SCALE + m (m < 32)
 
 _SCALE_STRIDE = 1009  # a prime above any scale count: (s, n) -> s * 1009 + n is one-to-one

@@ -70,6 +70,7 @@ from singan_tf.rundir import RunDir, load_nets
 from singan_tf.runtime import Choice, Decision, Timing, Tuner, TuningCache
 from singan_tf.sampling import Pyramid
 from singan_tf.seeds import (
+    COARSER_NOISE,
     CRITIC_FAKE,
     CRITIC_GP_MIX,
     CRITIC_STEP,
@@ -181,13 +182,15 @@ class LossScale:
         self.scale.assign(self.initial)
         self.good_steps.assign(0)
 
-    def minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer) -> None:
+    def minimize(self, tape: tf.GradientTape, loss: tf.Tensor, groups) -> None:
+        """One step of each ``(variables, optimizer)`` of ``groups`` on ``loss``, or none."""
+        variables = [v for vs, _ in groups for v in vs]
         grads = tape.gradient(loss, variables, output_gradients=self.scale)
         grads = [g / self.scale for g in grads]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
         def step():
-            optimizer.apply(grads, variables)
+            _apply_groups(groups, grads)
             grow = self.good_steps + 1 >= self.growth_interval
             self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
             self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps + 1))
@@ -199,6 +202,14 @@ class LossScale:
             return tf.constant(False)
 
         tf.cond(finite, step, skip)
+
+
+def _apply_groups(groups, grads) -> None:
+    """``grads`` (of every group's variables, in order) applied by each group's optimizer."""
+    start = 0
+    for variables, optimizer in groups:
+        optimizer.apply(grads[start : start + len(variables)], variables)
+        start += len(variables)
 
 
 def _scale_noise(height, width, coarsest: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -233,6 +244,34 @@ class ScaleData:
             tf.constant(scale == 0),
         )
 
+    def args(self) -> tuple[tf.Tensor, ...]:
+        return self.real, self.rec_x, self.rec_prev, self.noise_amp, self.coarsest
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarserData:
+    """What a step that trains G_{n-1} along with G_n (``TrainConfig.concurrent``) needs of
+    scale n-1: G_{n-1}'s reconstruction input, its noise amplitude and whether it is scale 0.
+    Its size is the reconstruction input's."""
+
+    rec_x: tf.Tensor
+    rec_prev: tf.Tensor
+    noise_amp: tf.Tensor
+    coarsest: tf.Tensor
+
+    @classmethod
+    def of(cls, scale: int, rec_input, noise_amp: float) -> CoarserData:
+        """Scale ``scale`` (= n-1)'s."""
+        return cls(
+            tf.constant(rec_input[0], tf.float32),
+            tf.constant(rec_input[1], tf.float32),
+            tf.constant(noise_amp, tf.float32),
+            tf.constant(scale == 0),
+        )
+
+    def args(self) -> tuple[tf.Tensor, ...]:
+        return self.rec_x, self.rec_prev, self.noise_amp, self.coarsest
+
 
 class TrainStep:
     """G and D of one width and precision, their optimizers, and one traced iteration.
@@ -249,9 +288,24 @@ class TrainStep:
         channels: width of both nets.
         precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
         xla: compile the iteration with XLA (once per scale shape).
+        coarser_channels: the width of G_{n-1} when the step trains it along with G_n
+            (``TrainConfig.concurrent``); None: the coarser pyramid is frozen.
+
+    With a coarser generator, the iteration's ``prev`` is the frozen pyramid's output one
+    scale further down (G_0..G_{n-2}), and it takes the coarser scale's ``CoarserData``:
+    G_{n-1} runs inside the step, on noise of the stream the frozen path would have drawn
+    for it, and the generator steps' adversarial and reconstruction losses reach its
+    weights (its own Adam, at ``concurrent_lr`` times G_n's rate).
     """
 
-    def __init__(self, config: TrainConfig, channels: int, precision: str, xla: bool = False):
+    def __init__(
+        self,
+        config: TrainConfig,
+        channels: int,
+        precision: str,
+        xla: bool = False,
+        coarser_channels: int | None = None,
+    ):
         self.config = config
         self.channels = channels
         self.precision = precision
@@ -263,6 +317,15 @@ class TrainStep:
         self.d_opt = FusedAdam(config.lr_d, beta_1=config.beta_1, beta_2=config.beta_2)
         self.g_opt.build(self.generator.trainable_variables)
         self.d_opt.build(self.critic.trainable_variables)
+        self.coarser: ScaleGenerator | None = None  # G_{n-1}, trained along
+        self.groups = [(self.generator.trainable_variables, self.g_opt)]  # what generator steps train
+        if coarser_channels is not None:
+            layers = (config.num_layers, config.kernel_size)
+            self.coarser = build_generator(coarser_channels, *layers, dtype=policy)
+            c_lr = config.lr_g * config.concurrent_lr
+            self.c_opt = FusedAdam(c_lr, beta_1=config.beta_1, beta_2=config.beta_2)
+            self.c_opt.build(self.coarser.trainable_variables)
+            self.groups.append((self.coarser.trainable_variables, self.c_opt))
         # (critic, generator)
         self.loss_scales = (LossScale(), LossScale()) if precision == "mixed_float16" else None
         image = tf.TensorSpec([1, None, None, 3], tf.float32)
@@ -272,6 +335,8 @@ class TrainStep:
             tf.TensorSpec([2], tf.int32),
         )
         self._signature = [image, image, image, amp, coarsest, image, seed]  # the iteration's
+        co_signature = [image, image, amp, coarsest] if self.coarser is not None else []
+        self._signature += co_signature
         self._iteration = self._traced_iteration()
         # The 3 critic (generator) steps of an iteration: one traced function each, called 3
         # times, so there is a third of the graph to trace. Not inlined: the steps of each kind
@@ -285,9 +350,10 @@ class TrainStep:
                 gp: tf.function(fn, input_signature=[image, image, seed], **options)
                 for gp, fn in self._critic_steps.items()
             }
+            co_inputs = [image] * 4 if self.coarser is not None else []  # G_{n-1}'s two inputs
             self._generator_steps = tf.function(
                 self._generator_step,
-                input_signature=[image, image, image, image, amp, coarsest, seed],
+                input_signature=[image, image, image, image, amp, coarsest, seed, *co_inputs],
                 **options,
             )
 
@@ -301,14 +367,26 @@ class TrainStep:
     def choice(self) -> Choice:
         return Choice(self.precision, self.xla)
 
+    @property
+    def _optimizers(self) -> dict[str, FusedAdam]:
+        opts = {"g_opt": self.g_opt, "d_opt": self.d_opt}
+        return opts if self.coarser is None else {**opts, "c_opt": self.c_opt}
+
     # -- state between scales ----------------------------------------------
-    def set_weights(self, generator: list[np.ndarray], critic: list[np.ndarray]) -> None:
+    def set_weights(
+        self, generator: list[np.ndarray], critic: list[np.ndarray], coarser: list[np.ndarray] | None = None
+    ) -> None:
+        """The nets' weights; ``coarser``: G_{n-1}'s, where the step trains it."""
         self.generator.set_weights(generator)
         self.critic.set_weights(critic)
+        if self.coarser is not None:
+            if coarser is None:
+                raise ValueError("a step that trains G_{n-1} needs its weights")
+            self.coarser.set_weights(coarser)
 
     def reset(self) -> None:
         """Fresh optimizer state (a new scale starts its own Adam), rates at their base."""
-        for opt in (self.g_opt, self.d_opt):
+        for opt in self._optimizers.values():
             for var in opt.variables:
                 var.assign(tf.zeros_like(var))
         for ls in self.loss_scales or ():
@@ -318,20 +396,24 @@ class TrainStep:
     def set_learning_rates(self, factor: float) -> None:
         self.g_opt.learning_rate.assign(self.config.lr_g * factor)
         self.d_opt.learning_rate.assign(self.config.lr_d * factor)
+        if self.coarser is not None:
+            self.c_opt.learning_rate.assign(self.config.lr_g * self.config.concurrent_lr * factor)
 
     def state(self) -> dict[str, list[np.ndarray]]:
         """Everything a resumed scale needs: weights (with BN statistics) and Adam slots."""
-        return {
+        state = {
             "generator": self.generator.get_weights(),
             "critic": self.critic.get_weights(),
-            "g_opt": [v.numpy() for v in self.g_opt.variables],
-            "d_opt": [v.numpy() for v in self.d_opt.variables],
+            **{name: [v.numpy() for v in opt.variables] for name, opt in self._optimizers.items()},
             "loss_scale": [v.numpy() for ls in self.loss_scales or () for v in ls.variables],
         }
+        if self.coarser is not None:
+            state["coarser"] = self.coarser.get_weights()
+        return state
 
     def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
-        self.set_weights(state["generator"], state["critic"])
-        for opt, values in ((self.g_opt, state["g_opt"]), (self.d_opt, state["d_opt"])):
+        self.set_weights(state["generator"], state["critic"], state.get("coarser"))
+        for opt, values in ((opt, state[name]) for name, opt in self._optimizers.items()):
             variables = list(opt.variables)
             if len(values) == len(variables) - 1:  # written before the rate became a variable
                 variables.remove(opt.learning_rate)
@@ -342,9 +424,14 @@ class TrainStep:
             var.assign(value)
 
     # -- one iteration, traced once per width ----------------------------------
-    def iteration(self, data: ScaleData, prev: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """One iteration on ``data``; ``prev`` is the coarser pyramid's random output (any size)."""
-        args = (data.real, data.rec_x, data.rec_prev, data.noise_amp, data.coarsest, prev, seed)
+    def iteration(
+        self, data: ScaleData, prev: tf.Tensor, seed: tf.Tensor, coarser: CoarserData | None = None
+    ) -> dict[str, tf.Tensor]:
+        """One iteration on ``data``; ``prev`` is the frozen coarser pyramid's random output (any
+        size); ``coarser``: scale n-1's data where the step trains G_{n-1}."""
+        if (coarser is None) != (self.coarser is None):
+            raise ValueError("CoarserData goes with a step that trains G_{n-1}, and only with one")
+        args = (*data.args(), prev, seed, *(coarser.args() if coarser is not None else ()))
         try:
             return self._iteration(*args)
         except tf.errors.OpError as err:
@@ -375,31 +462,45 @@ class TrainStep:
                 mix = tf.random.stateless_uniform((), substream(seed, CRITIC_GP_MIX), alg="philox")
                 gp = gradient_penalty(lambda x: critic(x, training=True), real, fake, mix)
                 d_loss += self.config.gp_step_weight * gp
-        self._minimize(tape, d_loss, critic.trainable_variables, self.d_opt, 0)
+        self._minimize(tape, d_loss, [(critic.trainable_variables, self.d_opt)], 0)
         # d_loss itself is logged once per iteration (_iteration_impl), in one form for any gp_every.
         metrics = {"d_real": d_real, "d_fake": d_fake}
         if with_gp:
             metrics["gp"] = gp
         return metrics
 
-    def _generator_step(self, real, rec_x, rec_prev, prev, noise_amp, coarsest, seed) -> dict[str, tf.Tensor]:
+    def _generator_step(self, real, rec_x, rec_prev, prev, noise_amp, coarsest, seed, *co) -> dict:
         gen = self.generator
         with tf.GradientTape() as tape:
+            if co:  # G_{n-1} in the tape: prev and the reconstruction's input come out of it
+                co_x, co_prev, co_rec_x, co_rec_prev = co
+                size = tf.shape(real)[1:3]
+                prev = upsample(self.coarser((co_x, co_prev), training=True), size)
+                rec_x = rec_prev = upsample(self.coarser((co_rec_x, co_rec_prev), training=True), size)
             fake = self._fake(real, prev, noise_amp, coarsest, seed)
             adv = -tf.reduce_mean(self.critic(fake, training=True))
             rec = reconstruction_loss(gen((rec_x, rec_prev), training=True), real)
             g_loss = adv + self.config.alpha * rec
-        self._minimize(tape, g_loss, gen.trainable_variables, self.g_opt, 1)
+        self._minimize(tape, g_loss, self.groups, 1)
         return {"g_loss": g_loss, "adv_loss": adv, "rec_loss": rec}
 
-    def _minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer, which: int) -> None:
+    def _minimize(self, tape: tf.GradientTape, loss: tf.Tensor, groups, which: int) -> None:
+        """A step of each ``(variables, optimizer)`` of ``groups`` on ``loss``."""
         if self.loss_scales is None:
-            optimizer.apply(tape.gradient(loss, variables), variables)
+            _apply_groups(groups, tape.gradient(loss, [v for vs, _ in groups for v in vs]))
         else:
-            self.loss_scales[which].minimize(tape, loss, variables, optimizer)
+            self.loss_scales[which].minimize(tape, loss, groups)
 
-    def _iteration_impl(self, real, rec_x, rec_prev, noise_amp, coarsest, prev, seed) -> dict[str, tf.Tensor]:
+    def _iteration_impl(self, real, rec_x, rec_prev, noise_amp, coarsest, prev, seed, *co) -> dict:
         """3 critic steps, then 3 generator steps (paper Alg. 1; docs/design.md §4.3)."""
+        co_inputs: tuple[tf.Tensor, ...] = ()
+        if co:  # prev is out_{n-2}: G_{n-1} makes out_{n-1}, here for the critic steps' fakes
+            co_rec_x, co_rec_prev, co_amp, co_coarsest = co
+            co_size = tf.shape(co_rec_prev)[1:3]
+            z = _scale_noise(co_size[0], co_size[1], co_coarsest, substream(seed, COARSER_NOISE))
+            up = upsample(prev, co_size)
+            co_inputs = (co_amp * z + up, up, co_rec_x, co_rec_prev)
+            prev = self.coarser(co_inputs[:2], training=True)
         prev = upsample(prev, tf.shape(real)[1:3])
         metrics: dict[str, tf.Tensor] = {}
         config = self.config
@@ -412,7 +513,9 @@ class TrainStep:
         metrics["d_loss"] = metrics["d_fake"] - metrics["d_real"] + config.gp_weight * metrics["gp"]
         for k in range(config.generator_steps):
             step_seed = substream(seed, GENERATOR_STEP + k)
-            metrics.update(self._generator_steps(real, rec_x, rec_prev, prev, noise_amp, coarsest, step_seed))
+            metrics.update(
+                self._generator_steps(real, rec_x, rec_prev, prev, noise_amp, coarsest, step_seed, *co_inputs)
+            )
         metrics["rec_rmse"] = tf.sqrt(metrics["rec_loss"])
         return metrics
 
@@ -433,6 +536,9 @@ class ScaleTrainer:
         noise_amp: amp_n.
         scale_h: width of ``real`` relative to the pyramid's sizes (fine-tuning on an image of
             another aspect); the coarser scales' noise takes that width too.
+        coarser_rec_input: scale n-1's reconstruction input, where ``step`` trains G_{n-1}
+            along with G_n (its weights set by the caller); the random path then runs
+            G_0..G_{n-2} and the step G_{n-1}.
 
     Iteration i draws its noise from the stateless seed pair
     ``(seeds.scale_seed(config.seed, n), i)``, so a resumed run draws the same noise.
@@ -446,15 +552,21 @@ class ScaleTrainer:
         rec_input: tuple[np.ndarray | tf.Tensor, np.ndarray | tf.Tensor],
         noise_amp: float,
         scale_h: float = 1.0,
+        coarser_rec_input: tuple[np.ndarray | tf.Tensor, np.ndarray | tf.Tensor] | None = None,
     ):
         self.step = step
         self.config = step.config
-        self.scale = coarser.num_scales
+        self.scale = n = coarser.num_scales
         self.data = ScaleData.of(self.scale, real, rec_input, noise_amp)
-        self.random_path = coarser.random_path(
-            None if scale_h == 1.0 else noise_sizes(coarser.sizes, scale_h)
-        )
-        self._zeros = tf.zeros_like(self.data.real)
+        self.coarser_data = None
+        frozen = n  # scales the random path runs
+        if step.coarser is not None:
+            if coarser_rec_input is None or n == 0:
+                raise ValueError("a step that trains G_{n-1} needs scale n-1's reconstruction input")
+            self.coarser_data = CoarserData.of(n - 1, coarser_rec_input, coarser.noise_amps[n - 1])
+            frozen = n - 1
+        self.random_path = coarser.random_path(noise_sizes(coarser.sizes[:frozen], scale_h))
+        self._zeros = tf.zeros_like(self.data.real if self.coarser_data is None else self.coarser_data.rec_x)
 
     @property
     def generator(self) -> ScaleGenerator:
@@ -470,7 +582,7 @@ class ScaleTrainer:
     def iterate(self, iteration: int) -> dict[str, tf.Tensor]:
         seed = self.iteration_seed(iteration)
         prev = self.random_path(seed)
-        return self.step.iteration(self.data, self._zeros if prev is None else prev, seed)
+        return self.step.iteration(self.data, self._zeros if prev is None else prev, seed, self.coarser_data)
 
     def state(self) -> dict[str, list[np.ndarray]]:
         return self.step.state()
@@ -562,40 +674,56 @@ def init_scale_nets(config: TrainConfig, scale: int, gens: list, critics: list):
 
 
 class StepCache:
-    """The ``TrainStep`` of each (width, choice) a run has used, created on first use, and a
-    spare of it where the next scale's XLA program is compiled ahead."""
+    """The ``TrainStep`` of each (width, choice, coarser width) a run has used, created on first
+    use, and a spare of it where the next scale's XLA program is compiled ahead. The coarser
+    width is G_{n-1}'s where the step trains it too (``TrainConfig.concurrent``), else None."""
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self._steps: dict[tuple[int, Choice], TrainStep] = {}
-        self._spares: dict[tuple[int, Choice], TrainStep] = {}
+        self._steps: dict[tuple[int, Choice, int | None], TrainStep] = {}
+        self._spares: dict[tuple[int, Choice, int | None], TrainStep] = {}
 
-    def get(self, channels: int, choice: Choice) -> TrainStep:
-        key = (channels, choice)
+    def _new(self, key: tuple[int, Choice, int | None]) -> TrainStep:
+        channels, choice, coarser = key
+        return TrainStep(self.config, channels, choice.precision, choice.xla, coarser)
+
+    def get(self, channels: int, choice: Choice, coarser: int | None = None) -> TrainStep:
+        key = (channels, choice, coarser)
         if key not in self._steps:
-            self._steps[key] = TrainStep(self.config, channels, choice.precision, choice.xla)
+            self._steps[key] = self._new(key)
         return self._steps[key]
 
-    def spare(self, channels: int, choice: Choice) -> TrainStep:
-        """A second step of (width, choice), idle while ``get``'s trains a scale."""
-        key = (channels, choice)
+    def spare(self, channels: int, choice: Choice, coarser: int | None = None) -> TrainStep:
+        """A second step of (width, choice, coarser width), idle while ``get``'s trains a scale."""
+        key = (channels, choice, coarser)
         if key not in self._spares:
-            self._spares[key] = TrainStep(self.config, channels, choice.precision, choice.xla)
+            self._spares[key] = self._new(key)
         return self._spares[key]
 
-    def promote(self, channels: int, choice: Choice) -> None:
+    def promote(self, channels: int, choice: Choice, coarser: int | None = None) -> None:
         """The spare becomes the step ``get`` returns, and the step it returned the spare."""
-        key = (channels, choice)
-        self._steps[key], self._spares[key] = self.spare(channels, choice), self.get(channels, choice)
+        key = (channels, choice, coarser)
+        self._steps[key], self._spares[key] = self.spare(*key), self.get(*key)
 
 
-def compile_scale(step: TrainStep, size: tuple[int, int], prev_size: tuple[int, int]) -> None:
-    """Run one iteration of ``step`` on zero images of a scale's shapes (``size``, and the
-    coarser scale's ``prev_size``), so XLA compiles the scale's program before the scale
+def coarser_channels(config: TrainConfig, scale: int) -> int | None:
+    """The width of G_{n-1} where scale n trains it too, else None (the ``StepCache`` key)."""
+    return config.channels(scale - 1) if config.trains_coarser(scale) else None
+
+
+def compile_scale(step: TrainStep, sizes: Sequence[tuple[int, int]], scale: int) -> None:
+    """Run one iteration of ``step`` on zero images of scale n's shapes (``sizes[n]``, and the
+    frozen pyramid's output below it), so XLA compiles the scale's program before the scale
     starts. The step's nets and optimizers are left changed: the scale sets them."""
-    zeros = tf.zeros((1, *size, 3))
+    zeros = tf.zeros((1, *sizes[scale], 3))
     data = ScaleData(zeros, zeros, zeros, tf.constant(0.1), tf.constant(False))
-    out = step.iteration(data, tf.zeros((1, *prev_size, 3)), tf.constant([0, 0], tf.int32))
+    coarser, below = None, scale - 1
+    if step.coarser is not None:
+        co_zeros = tf.zeros((1, *sizes[scale - 1], 3))
+        coarser = CoarserData(co_zeros, co_zeros, tf.constant(0.1), tf.constant(scale == 1))
+        below = scale - 2
+    prev = tf.zeros((1, *sizes[max(below, 0)], 3))
+    out = step.iteration(data, prev, tf.constant([0, 0], tf.int32), coarser)
     float(out["g_loss"])
 
 
@@ -702,6 +830,7 @@ class _Session:
     def __post_init__(self) -> None:
         self.geometry = self.frozen.geometry
         self.steps = StepCache(self.config)
+        self.rec_inputs: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
         self._ahead: threading.Thread | None = None
         self._compiled_ahead: tuple[int, Choice, bool] | None = None  # (scale, choice, on a spare step)
 
@@ -733,18 +862,18 @@ class _Session:
         nxt = n + 1
         if nxt >= self.geometry.num_scales:
             return
-        ch = self.config.channels(nxt)
+        config = self.config
+        ch, co = config.channels(nxt), coarser_channels(config, nxt)
         planned = self.tuner.planned(nxt) if runtime.compile_ahead() else None
-        if planned is not None and planned.xla and runtime.fits_beside(self.config, self.geometry, n):
-            spare = (ch, planned) == (self.config.channels(n), choice)
-            step = self.steps.spare(ch, planned) if spare else self.steps.get(ch, planned)
+        if planned is not None and planned.xla and runtime.fits_beside(config, self.geometry, n):
+            spare = (ch, planned, co) == (config.channels(n), choice, coarser_channels(config, n))
+            step = self.steps.spare(ch, planned, co) if spare else self.steps.get(ch, planned, co)
             self.tuner.traced.add((ch, planned))
             self._compiled_ahead = (nxt, planned, spare)
-            sizes = self.geometry.sizes
-            work = functools.partial(compile_scale, step, sizes[nxt], sizes[n])
-        elif ch != self.config.channels(n):
+            work = functools.partial(compile_scale, step, self.geometry.sizes, nxt)
+        elif (ch, co) != (config.channels(n), coarser_channels(config, n)):
             choices = self.tuner.candidates(nxt)
-            steps = [self.steps.get(ch, c) for c in choices]
+            steps = [self.steps.get(ch, c, co) for c in choices]
             self.tuner.traced.update((ch, c) for c in choices)
 
             def work() -> None:
@@ -778,17 +907,20 @@ class _Session:
         if ahead is None or ahead[:2] != (n, choice):
             return False
         if ahead[2]:
-            self.steps.promote(self.config.channels(n), choice)
+            self.steps.promote(self.config.channels(n), choice, coarser_channels(self.config, n))
         return True
 
     def rec_input(self, n: int, rec: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
-        """The reconstruction path's (x, prev): z* at the coarsest scale, zero noise above."""
+        """The reconstruction path's (x, prev): z* at the coarsest scale, zero noise above.
+        Kept per scale: a scale that trains G_{n-1} needs scale n-1's."""
         size = self.geometry.sizes[n]
         if n == 0:
             prev = tf.zeros((1, *size, 3))
-            return self.frozen.rec_noise + prev, prev
-        prev = upsample(rec, size)
-        return prev, prev
+            self.rec_inputs[n] = (self.frozen.rec_noise + prev, prev)
+        else:
+            prev = upsample(rec, size)
+            self.rec_inputs[n] = (prev, prev)
+        return self.rec_inputs[n]
 
     def replay(self, n: int, rec: tf.Tensor | None) -> tf.Tensor:
         """A scale finished earlier: only its reconstruction."""
@@ -800,17 +932,20 @@ class _Session:
         self.join_ahead(n)
         waited = time.perf_counter() - t_wait  # part of the first call: the scale could not start
         config, run = self.config, self.run
-        size, ch = self.geometry.sizes[n], config.channels(n)
+        size, ch, co = self.geometry.sizes[n], config.channels(n), coarser_channels(config, n)
         rec_input = self.rec_input(n, rec)
         amp = 1.0 if n == 0 else noise_amplitude(real, rec_input[1], config.noise_amp_factor)
         g0, d0 = init_scale_nets(config, n, self.frozen.generators, self.critics)
         init = (g0.get_weights(), d0.get_weights())
+        # Trained along (config.concurrent): G_{n-1} from where scale n-1 left it.
+        coarser_init = self.frozen.generators[n - 1].get_weights() if co is not None else None
+        coarser_rec_input = self.rec_inputs[n - 1] if co is not None else None
 
         def trainer_for(choice: Choice) -> ScaleTrainer:
-            step = self.steps.get(ch, choice)
-            step.set_weights(*init)
+            step = self.steps.get(ch, choice, co)
+            step.set_weights(*init, coarser_init)
             step.reset()
-            return ScaleTrainer(step, self.frozen, real, rec_input, amp)
+            return ScaleTrainer(step, self.frozen, real, rec_input, amp, coarser_rec_input=coarser_rec_input)
 
         checkpoint = run.read_checkpoint(n)
         recorded = run.read_checkpoint_runtime(n) if checkpoint is not None else None
@@ -821,6 +956,10 @@ class _Session:
                 n, lambda choice, timed: time_new_trainer(lambda: trainer_for(choice), timed)
             )
         log.info("scale %d: %s", n, decision.describe())
+        if co is not None:
+            log.info(
+                "scale %d: trains G_%d along, at %g times its learning rate", n, n - 1, config.concurrent_lr
+            )
         ahead = self.take_compiled(n, decision.choice)
         t_first = time.perf_counter() - waited  # the first iteration's cost counts building the step
         trainer = trainer_for(decision.choice)
@@ -838,6 +977,7 @@ class _Session:
             "start": start,
             "xla": decision.choice.xla,
             "precision": decision.choice.precision,
+            "trains_coarser": co is not None,
         }
         for cb in self.callbacks:
             cb.on_scale_begin(n, info)
@@ -870,6 +1010,13 @@ class _Session:
         g.trainable = False
         d = build_critic(ch, config.num_layers, config.kernel_size)
         d.set_weights(trainer.critic.get_weights())
+        refined = None
+        if co is not None:  # G_{n-1} as scale n left it; the reconstruction runs through it
+            refined = build_generator(co, config.num_layers, config.kernel_size, dtype=policy)
+            refined.set_weights(trainer.step.coarser.get_weights())
+            refined.trainable = False
+            rec_input = (upsample(refined(coarser_rec_input, training=False), size),) * 2
+            self.rec_inputs[n] = rec_input
         rec = g(rec_input, training=False)
         stats = {
             "seconds": round(time.perf_counter() - ts + decision.tuning_s, 3),
@@ -880,8 +1027,10 @@ class _Session:
             "runtime": record,
             "final": last,
         }
-        run.write_scale(n, g, d, amp, stats)
+        run.write_scale(n, g, d, amp, stats, refined_coarser=refined)
         run.clear_checkpoint(n)
+        if refined is not None:  # the frozen G_{n-1} (its traced random path too) takes them
+            self.frozen.generators[n - 1].set_weights(refined.get_weights())
         self.frozen.append_scale(g, amp)
         self.critics.append(d)
         preview = dataclasses.replace(self.frozen.coarser(n + 1), traced=False)

@@ -41,7 +41,7 @@ def _synthetic_scales(config: TrainConfig, geometry):
     from singan_tf.models import build_generator
     from singan_tf.pyramid import build_pyramid
     from singan_tf.sampling import Pyramid
-    from singan_tf.training import ScaleTrainer, StepCache, time_new_trainer
+    from singan_tf.training import ScaleTrainer, StepCache, coarser_channels, time_new_trainer
 
     rng = np.random.default_rng(0)
     reals = build_pyramid(rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32), geometry)
@@ -52,10 +52,17 @@ def _synthetic_scales(config: TrainConfig, geometry):
             ch = config.channels(n)
             zeros = tf.zeros((1, *size, 3))
 
-            def measure(choice: runtime.Choice, timed: int, n=n, ch=ch, zeros=zeros) -> Timing:
-                return time_new_trainer(
-                    lambda: ScaleTrainer(steps.get(ch, choice), frozen, reals[n], (zeros, zeros), 0.1), timed
-                )
+            def make(choice: runtime.Choice, n=n, ch=ch, zeros=zeros) -> ScaleTrainer:
+                co = coarser_channels(config, n)
+                step = steps.get(ch, choice, co)
+                if co is None:
+                    return ScaleTrainer(step, frozen, reals[n], (zeros, zeros), 0.1)
+                step.coarser.set_weights(frozen.generators[n - 1].get_weights())
+                co_rec = (tf.zeros((1, *geometry.sizes[n - 1], 3)),) * 2
+                return ScaleTrainer(step, frozen, reals[n], (zeros, zeros), 0.1, coarser_rec_input=co_rec)
+
+            def measure(choice: runtime.Choice, timed: int, make=make) -> Timing:
+                return time_new_trainer(lambda: make(choice), timed)
 
             yield n, measure
             frozen.append_scale(

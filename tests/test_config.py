@@ -14,6 +14,7 @@ def test_defaults_are_the_papers():
     assert (c.lr_g, c.lr_d, c.beta_1, c.beta_2) == (5e-4, 5e-4, 0.5, 0.999)
     assert (c.num_layers, c.kernel_size) == (5, 3)
     assert c.precision == "float32"
+    assert c.concurrent == 1 and not any(c.trains_coarser(n) for n in range(9))  # one scale at a time
 
 
 @pytest.mark.parametrize(
@@ -96,6 +97,8 @@ def test_presets():
         ({"alpha": -1.0}, "--alpha"),
         ({"precision": "float64"}, "--precision"),
         ({"precision": "float16"}, "--precision must be float32, mixed_bfloat16, mixed_float16 or auto"),
+        ({"concurrent": 3}, "--concurrent must be 1 or 2"),
+        ({"concurrent_lr": 0.0}, "--concurrent-lr"),
     ],
 )
 def test_invalid_values_rejected_up_front(change, message):
@@ -117,3 +120,17 @@ def test_lazy_gradient_penalty_keeps_its_mean_weight(critic_steps, gp_every, ste
     assert c.gp_steps == steps
     assert c.gp_step_weight == pytest.approx(weight)
     assert c.gp_step_weight * len(c.gp_steps) == pytest.approx(c.gp_weight * critic_steps)
+
+
+def test_concurrent_training_starts_at_scale_1_and_has_its_own_timings():
+    from singan_tf.runtime import Choice, timing_key
+
+    c = TrainConfig(concurrent=2)
+    assert [c.trains_coarser(n) for n in range(3)] == [False, True, True]
+    assert c.concurrent_lr == 0.1  # ConSinGAN's rate for the stage below the newest
+    sizes, choice = [(25, 34), (33, 45), (44, 60)], Choice("float32", False)
+    plain, concurrent = (
+        [timing_key(cfg, sizes, n, choice, (1, 2)) for n in range(3)] for cfg in (TrainConfig(), c)
+    )
+    assert plain[0] == concurrent[0]  # scale 0 trains alone either way
+    assert plain[1] != concurrent[1] and plain[2] != concurrent[2]

@@ -153,6 +153,47 @@ def test_resumed_scale_equals_uninterrupted_scale(rocket, tmp_path, monkeypatch)
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_a_concurrent_run_keeps_what_each_scale_left_and_resumes_to_it(rocket, tmp_path, monkeypatch):
+    """``concurrent=2``: scale n trains G_{n-1} too. The run directory keeps G_{n-1} as scale n
+    left it, the pyramid loads it from there, and an interruption loses only the scale in
+    training: the resumed run ends with the uninterrupted one's generators."""
+    from singan_tf.losses import reconstruction_loss
+    from singan_tf.models import build_generator
+    from singan_tf.pyramid import build_pyramid
+
+    config = _tiny_config(seed=2, max_size=56, concurrent=2)
+    full = train_pyramid(config, rocket, tmp_path / "full")
+    run = RunDir(tmp_path / "full")
+    scales = run.read_manifest()["scales"]
+    assert [s.get("refines_coarser", False) for s in scales] == [False, True, True]
+    loaded = load_pyramid(run.path)
+    for n in (0, 1):  # G_n as scale n+1 left it: neither its own file's weights, nor untrained
+        own, refined = build_generator(32), build_generator(32)
+        own.load_weights(run.generator_path(n))
+        refined.load_weights(run.refined_coarser_path(n + 1))
+        for a, b in zip(loaded.generators[n].get_weights(), refined.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert any(
+            not np.array_equal(a, b) for a, b in zip(own.get_weights(), refined.get_weights(), strict=True)
+        )
+    for g_trained, g_loaded in zip(full.pyramid.generators, loaded.generators, strict=True):
+        for a, b in zip(g_trained.get_weights(), g_loaded.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # The finest scale's recorded reconstruction is the loaded pyramid's.
+    real = build_pyramid(run.read_image(), loaded.geometry)[-1]
+    rmse = float(np.sqrt(reconstruction_loss(loaded.reconstruct(), real)))
+    assert rmse == pytest.approx(scales[-1]["rec_rmse"], rel=1e-4)
+
+    _interrupted_in_scale_1(monkeypatch, config, rocket, tmp_path / "part", checkpoint_at=10)
+    part = RunDir(tmp_path / "part")
+    assert part.read_checkpoint(1)[0] == 10 and "coarser" in part.read_checkpoint(1)[1]
+    assert not part.refined_coarser_path(1).exists()
+    resumed = train_pyramid(config, None, tmp_path / "part", resume=True)
+    for g_full, g_resumed in zip(full.pyramid.generators, resumed.pyramid.generators, strict=True):
+        for a, b in zip(g_full.get_weights(), g_resumed.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def _train_cli(out, seed: int) -> None:
     """``python -m singan_tf.train --deterministic`` in a fresh process (it must choose
     TensorFlow's kernels before TensorFlow is imported)."""

@@ -17,7 +17,7 @@ from singan_tf.config import TrainConfig
 from singan_tf.errors import InputError
 from singan_tf.models import build_critic, build_generator
 from singan_tf.pyramid import geometry_for, working_image
-from singan_tf.rundir import RunDir, load_pyramid
+from singan_tf.rundir import RunDir, load_nets, load_pyramid
 from singan_tf.sampling import run_pyramid
 from singan_tf.training import train_pyramid
 
@@ -339,3 +339,35 @@ def test_a_run_directory_of_a_newer_format_is_refused(tmp_path):
     (copy / "pyramid.json").write_text(json.dumps({**manifest, "format": rundir.FORMAT_VERSION + 1}))
     with pytest.raises(InputError, match="format 2 is newer than this singan-tf reads"):
         load_pyramid(copy)
+
+
+def test_a_refined_coarser_generator_counts_once_its_scale_is_listed(fresh_run, monkeypatch):
+    """``--concurrent 2``: scale n saves G_{n-1} as it left it. Killed before scale n is listed,
+    the pyramid keeps G_{n-1}'s own weights; listed, it loads the refined ones."""
+    run, config = fresh_run, fresh_run.read_config()
+    g0, d = nets()
+    run.write_scale(0, g0, d, 1.0, {})
+    g1, refined = nets()[0], nets()[0]
+    real_write = rundir.atomic_write_json
+
+    def die_at_the_manifest(path, data):
+        if path == run.manifest_path:
+            raise KeyboardInterrupt
+        real_write(path, data)
+
+    monkeypatch.setattr(rundir, "atomic_write_json", die_at_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        run.write_scale(1, g1, d, 0.1, {}, refined_coarser=refined)
+    assert run.refined_coarser_path(1).is_file() and run.finished_scales() == 1
+    (loaded,) = load_nets(run, config, 1)
+    for a, b in zip(loaded.get_weights(), g0.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    monkeypatch.setattr(rundir, "atomic_write_json", real_write)
+    run.write_scale(1, g1, d, 0.1, {}, refined_coarser=refined)
+    assert run.read_manifest()["scales"][1]["refines_coarser"] is True
+    loaded0, loaded1 = load_nets(run, config, 2)
+    for net, want in ((loaded0, refined), (loaded1, g1)):
+        for a, b in zip(net.get_weights(), want.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(loaded0.get_weights()[0], g0.get_weights()[0])

@@ -412,6 +412,10 @@ def test_iteration_flops_match_the_step_structure():
     assert runtime.iteration_flops(config, sizes, 1) == want
     lazy = config.replace(gp_every=3)  # the GP on one critic step of three
     assert runtime.iteration_flops(lazy, sizes, 1) == want - 2 * 3 * d
+    # G_0 trained along: its forward + backward in both passes of each generator step.
+    concurrent = config.replace(concurrent=2)
+    assert runtime.iteration_flops(concurrent, sizes, 1) == want + 3 * 2 * 3 * prev
+    assert runtime.iteration_flops(concurrent, sizes, 0) == runtime.iteration_flops(config, sizes, 0)
 
 
 # -- in training -------------------------------------------------------------------

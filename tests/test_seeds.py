@@ -24,10 +24,12 @@ def test_iteration_streams_never_collide():
     named = [seeds.CRITIC_FAKE, seeds.CRITIC_GP_MIX]
     named += [seeds.CRITIC_STEP + 2 * k + j for k in range(3) for j in (0, 1)]
     named += [seeds.GENERATOR_STEP + k for k in range(3)] + [seeds.FROZEN_SCALE + m for m in range(16)]
-    assert max(named) < seeds.ITERATION_STREAMS
+    named += [seeds.COARSER_NOISE]
+    assert max(named) < seeds.ITERATION_STREAMS and len(set(named)) == len(named)
     assert (
-        seeds.CRITIC_STEP + 2 * 6 + 1 < seeds.GENERATOR_STEP <= seeds.FROZEN_SCALE - 16
-    )  # room for 7 / 16 steps
+        seeds.CRITIC_STEP + 2 * 6 + 1 < seeds.GENERATOR_STEP
+        and seeds.GENERATOR_STEP + 14 < seeds.COARSER_NOISE < seeds.FROZEN_SCALE
+    )  # room for 7 / 15 steps
     streams = {
         tuple(seeds.substream(tf.constant([7, i], tf.int32), k).numpy()) for i in range(5) for k in range(64)
     }

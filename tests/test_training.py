@@ -19,9 +19,9 @@ def test_lr_drops_at_80_percent_of_the_scale(rocket):
     rates = []
     original = t.step.iteration
 
-    def spy(data, prev, seed):
+    def spy(*args):
         rates.append((float(t.step.g_opt.learning_rate.numpy()), float(t.step.d_opt.learning_rate.numpy())))
-        return original(data, prev, seed)
+        return original(*args)
 
     t.step.iteration = spy
     t.run(0, 10)
@@ -155,6 +155,76 @@ def test_one_trace_serves_every_scale_of_a_width(rocket):
     assert step._generator_steps.experimental_get_tracing_count() == 1
 
 
+def _concurrent_trainer(rocket, **cfg):
+    """Scale 2 of a 56-px pyramid, training G_1 along (``concurrent=2``), G_0 and G_1 frozen."""
+    config = TrainConfig(**{"max_size": 56, "iters": 10, "concurrent": 2, "seed": 3, **cfg})
+    geometry = pyramid_geometry(rocket.shape[:2], config.min_size, config.max_size)
+    reals = build_pyramid(rocket, geometry)
+    rec_noise = np.zeros((1, *geometry.sizes[0], 1), np.float32)
+    frozen = Pyramid(config, geometry, [build_generator(32) for _ in range(2)], [1.0, 0.05], rec_noise)
+    step = TrainStep(config, 32, "float32", coarser_channels=32)
+    step.set_weights(
+        build_generator(32).get_weights(), step.critic.get_weights(), frozen.generators[1].get_weights()
+    )
+    co_prev = tf.zeros((1, *geometry.sizes[1], 3))
+    prev = tf.zeros((1, *geometry.sizes[2], 3))
+    trainer = ScaleTrainer(step, frozen, reals[2], (prev, prev), 0.05, coarser_rec_input=(co_prev, co_prev))
+    return trainer, frozen
+
+
+def test_a_concurrent_step_trains_the_coarser_generator_at_its_lower_rate(rocket):
+    t, frozen = _concurrent_trainer(rocket, concurrent_lr=0.1)
+    step = t.step
+    frozen_before = [w.copy() for w in frozen.generators[1].get_weights()]
+    c0 = [w.copy() for w in step.coarser.get_weights()]
+    # The random path stops one scale short: G_1 runs inside the step.
+    assert tuple(t.random_path(t.iteration_seed(0)).shape[1:3]) == frozen.sizes[0]
+    rates = []
+    original = step.iteration
+
+    def spy(*args):
+        rates.append((float(step.g_opt.learning_rate.numpy()), float(step.c_opt.learning_rate.numpy())))
+        return original(*args)
+
+    step.iteration = spy
+    metrics = t.run(0, 10)
+    assert all(np.isfinite(v) for v in metrics.values())
+    np.testing.assert_allclose(rates, [(5e-4, 5e-5)] * 8 + [(5e-5, 5e-6)] * 2, rtol=1e-6)
+    assert int(step.c_opt.iterations) == 10 * 3  # one update per generator step
+    moved = [np.abs(a - b).max() for a, b in zip(c0, step.coarser.get_weights(), strict=True)]
+    assert max(moved) > 0  # the losses at scale 2 reach G_1
+    # ...and the pyramid's own G_1 is a different object, left as it was until the scale ends.
+    for a, b in zip(frozen_before, frozen.generators[1].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    state = t.state()  # a checkpoint holds G_1 and its optimizer
+    assert {"coarser", "c_opt"} <= set(state)
+    step.coarser.set_weights(c0)
+    t.load_state(state)
+    for a, b in zip(state["coarser"], step.coarser.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_coarser_generator_moves_with_its_learning_rate(rocket):
+    """The rate is what G_{n-1}'s updates scale with: Adam's first steps are about lr in size."""
+
+    def first_update(lr: float) -> float:
+        t, _ = _concurrent_trainer(rocket, concurrent_lr=lr)
+        before = np.concatenate([w.numpy().ravel() for w in t.step.coarser.trainable_weights])
+        t.run(0, 1)
+        after = np.concatenate([w.numpy().ravel() for w in t.step.coarser.trainable_weights])
+        return float(np.abs(after - before).max())
+
+    big, small = first_update(1.0), first_update(0.01)
+    assert 5e-4 < big < 3.5 * 5e-4  # 3 Adam steps of about lr each, at G_n's rate
+    assert 50 < big / small < 200  # a hundredth of the rate, about a hundredth of the step
+
+
+def test_a_concurrent_step_needs_the_coarser_scale(rocket):
+    t, _ = _concurrent_trainer(rocket)
+    with pytest.raises(ValueError, match="CoarserData"):
+        t.step.iteration(t.data, tf.zeros((1, 25, 37, 3)), t.iteration_seed(0))
+
+
 def test_fused_adam_is_keras_adam():
     import keras
 
@@ -192,7 +262,7 @@ def test_loss_scale_skips_overflow_and_grows():
     def step(factor):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(w * w) * factor
-        ls.minimize(tape, loss, [w], opt)
+        ls.minimize(tape, loss, [([w], opt)])
 
     step(tf.constant(np.inf, tf.float32))
     np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
