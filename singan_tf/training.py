@@ -1011,10 +1011,9 @@ class _Session:
         d = build_critic(ch, config.num_layers, config.kernel_size)
         d.set_weights(trainer.critic.get_weights())
         refined = None
-        if co is not None:  # G_{n-1} as scale n left it; the reconstruction runs through it
-            refined = build_generator(co, config.num_layers, config.kernel_size, dtype=policy)
+        if co is not None:  # the frozen G_{n-1} (its traced random path too) takes what scale n left
+            refined = self.frozen.generators[n - 1]
             refined.set_weights(trainer.step.coarser.get_weights())
-            refined.trainable = False
             rec_input = (upsample(refined(coarser_rec_input, training=False), size),) * 2
             self.rec_inputs[n] = rec_input
         rec = g(rec_input, training=False)
@@ -1029,8 +1028,6 @@ class _Session:
         }
         run.write_scale(n, g, d, amp, stats, refined_coarser=refined)
         run.clear_checkpoint(n)
-        if refined is not None:  # the frozen G_{n-1} (its traced random path too) takes them
-            self.frozen.generators[n - 1].set_weights(refined.get_weights())
         self.frozen.append_scale(g, amp)
         self.critics.append(d)
         preview = dataclasses.replace(self.frozen.coarser(n + 1), traced=False)
