@@ -735,7 +735,7 @@ class Tuner:
         self.spent_s = 0.0
         self.gflops = assumed_gflops()
         self._rates: list[float] = []
-        self.traced: set[tuple[int, Choice]] = set()  # (channels, choice) whose step exists
+        self.traced: set[tuple[tuple[int, int], Choice]] = set()  # (step width, choice) traced
         self.history: list[tuple[int, int, dict[Choice, Timing]]] = []  # fully timed scales
         self.excluded: set[str] = set()  # precisions that went non-finite in this run
         self.samples = sample_scales(config, self.sizes)  # width -> its sample scale
@@ -764,6 +764,13 @@ class Tuner:
     def iters(self, scale: int) -> int:
         return self.config.scale_iters(scale)
 
+    def step_width(self, scale: int) -> tuple[int, int]:
+        """What tells one traced step from another: the scale's width, and G_{n-1}'s where the
+        scale trains it too (0 where not). A concurrent scale 1 needs its own trace and has its own
+        speed ratios, though scale 0 is as wide."""
+        config = self.config
+        return config.channels(scale), config.channels(scale - 1) if config.trains_coarser(scale) else 0
+
     # The budget.
     def estimate_s(self, scale: int) -> float:
         """Estimated seconds of one iteration at ``scale``."""
@@ -772,7 +779,7 @@ class Tuner:
     def run_estimate_s(self) -> float:
         return sum(self.iters(n) * self.estimate_s(n) for n in range(len(self.sizes)))
 
-    def _cost_s(self, scale: int, channels: int, choice: Choice) -> float:
+    def _cost_s(self, scale: int, channels: tuple[int, int], choice: Choice) -> float:
         first = 0.0
         if (channels, choice) not in self.traced:
             first = XLA_FIRST_CALL_S if choice.xla else FIRST_CALL_S
@@ -818,7 +825,7 @@ class Tuner:
         if len(candidates) == 1:
             fixed = self.config.precision != "auto" and self.config.jit_compile != "auto"
             return Decision(candidates[0], "fixed" if fixed else "prior")
-        channels = self.config.channels(scale)
+        channels = self.step_width(scale)
         timings: dict[Choice, Timing] = {}
         for choice in candidates:
             cached = self.cache.get(self.key(scale, choice)) if self.cache is not None else None
@@ -867,7 +874,7 @@ class Tuner:
         known = {**timings, **estimated}
         best = min(known, key=lambda c: self._scale_s(scale, c, known[c], c in measured))
         fastest = min(known, key=lambda c: known[c].ms_per_iter)
-        sample = self.samples[channels]
+        sample = self.samples[self.config.channels(scale)]
         notes = [f"{c.label} estimated {t.ms_per_iter:.0f} from scale {sample}" for c, t in estimated.items()]
         unjudged = [c for c in skipped if c not in estimated]
         if unjudged:
@@ -886,7 +893,7 @@ class Tuner:
     def _to_measure(self, scale: int, candidates: list[Choice], missing: list[Choice]) -> list[Choice]:
         """The missing candidates that measuring at ``scale`` would fit in the budget: all or
         none where none is timed (a lone measured prior decides nothing), else each in turn."""
-        channels = self.config.channels(scale)
+        channels = self.step_width(scale)
         budget = self.budget * self.run_estimate_s()
         costs = {c: self._cost_s(scale, channels, c) for c in missing}
         if len(missing) == len(candidates):
@@ -903,7 +910,7 @@ class Tuner:
         unless that is paid (measured here, or a plain step of a width traced already). An XLA
         program compiled ahead is charged too: on a busy CPU its compile takes the time of the
         iterations it runs beside."""
-        paid = measured or (not choice.xla and (self.config.channels(scale), choice) in self.traced)
+        paid = measured or (not choice.xla and (self.step_width(scale), choice) in self.traced)
         return (0.0 if paid else timing.first_call_s) + self.iters(scale) * timing.ms_per_iter / 1e3
 
     def _from_sample(self, scale: int, candidates: list[Choice]) -> Decision | None:
@@ -947,7 +954,7 @@ class Tuner:
                 return Timing(ms, at_sample.first_call_s, 0)
         return None
 
-    def _infer(self, channels: int, candidates: list[Choice]) -> Decision | None:
+    def _infer(self, channels: tuple[int, int], candidates: list[Choice]) -> Decision | None:
         """The winner of the two latest fully timed scales of this width, if it won both clearly.
 
         Speed ratios between candidates change slowly from one scale to the

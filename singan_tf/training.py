@@ -868,13 +868,13 @@ class _Session:
         if planned is not None and planned.xla and runtime.fits_beside(config, self.geometry, n):
             spare = (ch, planned, co) == (config.channels(n), choice, coarser_channels(config, n))
             step = self.steps.spare(ch, planned, co) if spare else self.steps.get(ch, planned, co)
-            self.tuner.traced.add((ch, planned))
+            self.tuner.traced.add((self.tuner.step_width(nxt), planned))
             self._compiled_ahead = (nxt, planned, spare)
             work = functools.partial(compile_scale, step, self.geometry.sizes, nxt)
         elif (ch, co) != (config.channels(n), coarser_channels(config, n)):
             choices = self.tuner.candidates(nxt)
             steps = [self.steps.get(ch, c, co) for c in choices]
-            self.tuner.traced.update((ch, c) for c in choices)
+            self.tuner.traced.update((self.tuner.step_width(nxt), c) for c in choices)
 
             def work() -> None:
                 for step in steps:

@@ -402,6 +402,20 @@ def test_a_first_call_still_to_pay_counts_against_its_candidate(tmp_path, xla_ms
     assert calls == [XLA, PLAIN] and (decision.source, decision.choice) == ("measured", XLA)
 
 
+def test_a_concurrent_scale_is_a_step_of_its_own(tmp_path):
+    """Scale 1 of a --concurrent 2 run trains G_0 too: its step is traced anew though scale 0 is as
+    wide, so its first call is still to pay, and scale 0's timings infer nothing for it."""
+    config = TrainConfig(precision="float32", jit_compile="off", iters=100, max_channels=32, concurrent=2)
+    tuner = Tuner(config, SIX, None, TuningCache(tmp_path / "t.json", machine="m"))
+    assert tuner.step_width(0) == (32, 0) and tuner.step_width(1) == tuner.step_width(2) == (32, 32)
+    assert Tuner(config.replace(concurrent=1), SIX, None, None).step_width(1) == (32, 0)
+    tuner.traced.add((tuner.step_width(0), PLAIN))
+    timing = Timing(80.0, 4.0, 3)
+    assert tuner._scale_s(1, PLAIN, timing, measured=False) == pytest.approx(4.0 + 100 * 0.08)
+    tuner.traced.add((tuner.step_width(1), PLAIN))
+    assert tuner._scale_s(2, PLAIN, timing, measured=False) == pytest.approx(100 * 0.08)
+
+
 def test_iteration_flops_match_the_step_structure():
     config = TrainConfig()
     sizes = [(25, 34), (33, 43)]
