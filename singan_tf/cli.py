@@ -122,8 +122,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=["paper", "quick", "fast"],
         help="paper: the paper's settings (default); fast: the paper's pyramid with 32-channel nets, "
-        "1000 iterations at the coarsest scale falling 0.8x per scale, and the machine's fastest "
-        "precision (~10 min at 250 px on 2 CPU cores); "
+        "1000 iterations at the coarsest scale falling 0.8x per scale, G_{n-1} trained along with G_n "
+        "(--concurrent 2) and the machine's fastest precision (README.md: its measured times); "
         "quick: small and fast (minutes on a CPU)",
     )
     p.add_argument("--max-size", type=int, help="longer side of the finest scale (paper: 250)")
@@ -139,8 +139,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         "--concurrent",
         type=int,
         choices=[1, 2],
-        help="scales trained at once (paper: 1); 2 trains G_{n-1} along with G_n through scale n's "
-        "losses, as ConSinGAN does",
+        help="scales trained at once (paper: 1, fast preset: 2); 2 trains G_{n-1} along with G_n "
+        "through scale n's losses, as ConSinGAN does",
     )
     p.add_argument(
         "--concurrent-lr",

@@ -223,12 +223,16 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # to 128, 1000 iterations at the coarsest scale falling by 0.8x per scale
 # (210 at the 8th: the coarse scales that set the layout train longest, the
 # fine ones, which only add texture, train shortest), and the precision
-# measured fastest on the machine (``auto``: bfloat16 on an AMD EPYC Zen 4 and
-# on an Intel Xeon with AMX, float32 where bfloat16 is slower, as on an
-# AVX-512-BF16 Xeon without AMX). The bundled image trains in ~10 min on the
-# EPYC and 13.5 min on the AMX Xeon (README.md).
+# measured fastest on the machine (``auto``). Since 2026-12-03 it also trains
+# G_{n-1} along with G_n (``concurrent = 2``, ConSinGAN's lever): on china.jpg
+# and the Hubble deep field at 250 px it took the worst band-pass SWD band
+# from 1.44x and 1.40x the 400-iteration paper preset's (three seeds) to
+# 1.15x and 0.95x (one seed), diversity unchanged, for ~1.2-1.3x the time
+# (bench/README.md, "--concurrent 2 at 250 px"). The bundled image trained
+# in ~10 min on an AMD EPYC Zen 4 and 13.5 min on an Intel Xeon with AMX
+# before that (README.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_size": 80, "iters": 400},
-    "fast": {"max_channels": 32, "iters": 1000, "iters_decay": 0.8, "precision": "auto"},
+    "fast": {"max_channels": 32, "iters": 1000, "iters_decay": 0.8, "precision": "auto", "concurrent": 2},
 }

@@ -148,8 +148,14 @@ def test_fast_preset_trains_and_records_each_scales_precision(tmp_path):
         8,
         "auto",
     )
+    assert config["concurrent"] == 2
     scales = json.loads((out / "pyramid.json").read_text())["scales"]
     assert [s["iters"] for s in scales] == [8, 4, 2][: len(scales)] and len(scales) >= 2
+    # Scale 1 on trains G_{n-1} too: its refined weights are what the pyramid loads.
+    assert all(
+        (out / "scales" / f"{n:02d}" / "coarser_generator.weights.h5").is_file()
+        for n in range(1, len(scales))
+    )
     assert all(s["runtime"]["precision"] in precision_candidates() for s in scales)
     assert len(list((out / "samples").glob("sample_*.png"))) == 2
 

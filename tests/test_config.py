@@ -76,6 +76,9 @@ def test_presets():
     assert (fast.alpha, fast.gp_weight, fast.gp_every, fast.critic_steps) == (10.0, 0.1, 1, 3)
     assert [fast.channels(n) for n in range(9)] == [32] * 9
     assert (fast.iters, fast.iters_decay, fast.precision) == (1000, 0.8, "auto")
+    # G_{n-1} trains along with G_n at a tenth of the rate (ConSinGAN); not at scale 0.
+    assert (fast.concurrent, fast.concurrent_lr) == (2, 0.1)
+    assert [fast.trains_coarser(n) for n in (0, 1, 7)] == [False, True, True]
     # Coarse scales train longest: 1000 iterations at scale 0, 210 at scale 7 (a 250-px pyramid's finest).
     assert [fast.scale_iters(n) for n in (0, 1, 4, 7)] == [1000, 800, 410, 210]
     assert TrainConfig.from_preset("fast", iters=800).iters == 800  # options still override
