@@ -134,6 +134,10 @@ class TrainConfig:
         """Whether scale n trains G_{n-1} along with G_n (``concurrent``; not at scale 0)."""
         return self.concurrent > 1 and scale > 0
 
+    def coarser_channels(self, scale: int) -> int | None:
+        """The width of G_{n-1} where scale n trains it too (``trains_coarser``), else None."""
+        return self.channels(scale - 1) if self.trains_coarser(scale) else None
+
     def lr_milestone_iter(self, scale: int = 0) -> int:
         """Iteration of scale n at which the learning rates drop (80% of its iterations)."""
         return max(1, math.ceil(self.lr_milestone * self.scale_iters(scale)))

@@ -297,8 +297,8 @@ def scale_memory(config: TrainConfig, geometry, n: int) -> int:
     """Rough bytes of scale n's training iteration (activations, kept for the backward passes;
     with G_{n-1} trained along, its two passes per generator step too)."""
     total = _pass_bytes(config, geometry.sizes[n], config.channels(n)) * ACTIVATION_FACTOR
-    if config.trains_coarser(n):
-        total += _pass_bytes(config, geometry.sizes[n - 1], config.channels(n - 1)) * 2 * 2
+    if (co := config.coarser_channels(n)) is not None:
+        total += _pass_bytes(config, geometry.sizes[n - 1], co) * 2 * 2
     return total
 
 
@@ -377,10 +377,8 @@ def iteration_flops(config: TrainConfig, sizes: Sequence[tuple[int, int]], scale
         for m in range(scale)
     )
     coarser = 0
-    if config.trains_coarser(scale):
-        coarser = conv_flops(
-            *sizes[scale - 1], config.channels(scale - 1), config.num_layers, config.kernel_size
-        )
+    if (co := config.coarser_channels(scale)) is not None:
+        coarser = conv_flops(*sizes[scale - 1], co, config.num_layers, config.kernel_size)
     return (
         config.critic_steps * (g + 3 * d * 2)
         + len(config.gp_steps) * 3 * d
@@ -601,7 +599,7 @@ def timing_key(
     step = (
         f"{config.critic_steps}c{config.generator_steps}g{len(config.gp_steps)}gp"
         f"{config.num_layers}x{config.kernel_size}"
-        + (f"+G{config.channels(scale - 1)}" if config.trains_coarser(scale) else "")  # G_{n-1} trained too
+        + (f"+G{co}" if (co := config.coarser_channels(scale)) is not None else "")  # G_{n-1} trained too
     )
     return (
         f"{h}x{w}x{config.channels(scale)} frozen={digest} step={step} "
@@ -768,8 +766,7 @@ class Tuner:
         """What tells one traced step from another: the scale's width, and G_{n-1}'s where the
         scale trains it too (0 where not). A concurrent scale 1 needs its own trace and has its own
         speed ratios, though scale 0 is as wide."""
-        config = self.config
-        return config.channels(scale), config.channels(scale - 1) if config.trains_coarser(scale) else 0
+        return self.config.channels(scale), self.config.coarser_channels(scale) or 0
 
     # The budget.
     def estimate_s(self, scale: int) -> float:

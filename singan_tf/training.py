@@ -706,11 +706,6 @@ class StepCache:
         self._steps[key], self._spares[key] = self.spare(*key), self.get(*key)
 
 
-def coarser_channels(config: TrainConfig, scale: int) -> int | None:
-    """The width of G_{n-1} where scale n trains it too, else None (the ``StepCache`` key)."""
-    return config.channels(scale - 1) if config.trains_coarser(scale) else None
-
-
 def compile_scale(step: TrainStep, sizes: Sequence[tuple[int, int]], scale: int) -> None:
     """Run one iteration of ``step`` on zero images of scale n's shapes (``sizes[n]``, and the
     frozen pyramid's output below it), so XLA compiles the scale's program before the scale
@@ -863,18 +858,20 @@ class _Session:
         if nxt >= self.geometry.num_scales:
             return
         config = self.config
-        ch, co = config.channels(nxt), coarser_channels(config, nxt)
+        ch, co = config.channels(nxt), config.coarser_channels(nxt)
+        width = self.tuner.step_width(nxt)
+        same_step = width == self.tuner.step_width(n)
         planned = self.tuner.planned(nxt) if runtime.compile_ahead() else None
         if planned is not None and planned.xla and runtime.fits_beside(config, self.geometry, n):
-            spare = (ch, planned, co) == (config.channels(n), choice, coarser_channels(config, n))
+            spare = same_step and planned == choice
             step = self.steps.spare(ch, planned, co) if spare else self.steps.get(ch, planned, co)
-            self.tuner.traced.add((self.tuner.step_width(nxt), planned))
+            self.tuner.traced.add((width, planned))
             self._compiled_ahead = (nxt, planned, spare)
             work = functools.partial(compile_scale, step, self.geometry.sizes, nxt)
-        elif (ch, co) != (config.channels(n), coarser_channels(config, n)):
+        elif not same_step:
             choices = self.tuner.candidates(nxt)
             steps = [self.steps.get(ch, c, co) for c in choices]
-            self.tuner.traced.update((self.tuner.step_width(nxt), c) for c in choices)
+            self.tuner.traced.update((width, c) for c in choices)
 
             def work() -> None:
                 for step in steps:
@@ -907,7 +904,7 @@ class _Session:
         if ahead is None or ahead[:2] != (n, choice):
             return False
         if ahead[2]:
-            self.steps.promote(self.config.channels(n), choice, coarser_channels(self.config, n))
+            self.steps.promote(self.config.channels(n), choice, self.config.coarser_channels(n))
         return True
 
     def rec_input(self, n: int, rec: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
@@ -932,7 +929,7 @@ class _Session:
         self.join_ahead(n)
         waited = time.perf_counter() - t_wait  # part of the first call: the scale could not start
         config, run = self.config, self.run
-        size, ch, co = self.geometry.sizes[n], config.channels(n), coarser_channels(config, n)
+        size, ch, co = self.geometry.sizes[n], config.channels(n), config.coarser_channels(n)
         rec_input = self.rec_input(n, rec)
         amp = 1.0 if n == 0 else noise_amplitude(real, rec_input[1], config.noise_amp_factor)
         g0, d0 = init_scale_nets(config, n, self.frozen.generators, self.critics)

@@ -41,7 +41,7 @@ def _synthetic_scales(config: TrainConfig, geometry):
     from singan_tf.models import build_generator
     from singan_tf.pyramid import build_pyramid
     from singan_tf.sampling import Pyramid
-    from singan_tf.training import ScaleTrainer, StepCache, coarser_channels, time_new_trainer
+    from singan_tf.training import ScaleTrainer, StepCache, time_new_trainer
 
     rng = np.random.default_rng(0)
     reals = build_pyramid(rng.uniform(-1, 1, (*geometry.working_size, 3)).astype(np.float32), geometry)
@@ -53,7 +53,7 @@ def _synthetic_scales(config: TrainConfig, geometry):
             zeros = tf.zeros((1, *size, 3))
 
             def make(choice: runtime.Choice, n=n, ch=ch, zeros=zeros) -> ScaleTrainer:
-                co = coarser_channels(config, n)
+                co = config.coarser_channels(n)
                 step = steps.get(ch, choice, co)
                 if co is None:
                     return ScaleTrainer(step, frozen, reals[n], (zeros, zeros), 0.1)
