@@ -6,7 +6,8 @@
    ms per iteration of every fixed choice - float32 and bfloat16, each with
    one thread per op and with TensorFlow's pools (plus XLA with TensorFlow's
    pools) - each in its own process (``bench train-speed``), with the first
-   call (tracing) of each scale. Where the CPU has no bfloat16 instructions,
+   call (tracing) of each scale; every timing lasts at least 2 s (at most 50
+   iterations), as does the PyTorch reference's. Where the CPU has no bfloat16 instructions,
    bfloat16 (emulated, and no candidate of ``auto`` there) is timed at the
    first scale of 32 and of 64 channels only (``--bf16-scales``).
 3. The reference algorithm in PyTorch on the same cores

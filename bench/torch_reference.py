@@ -98,7 +98,9 @@ def gradient_penalty(torch, critic, real, fake, weight=0.1):
     return weight * ((grad.norm(2, dim=1) - 1) ** 2).mean()
 
 
-def time_training(torch, scale: int, iters: int, sizes=SIZES, max_channels: int = 128) -> dict:
+def time_training(
+    torch, scale: int, iters: int, sizes=SIZES, max_channels: int = 128, min_s: float = 2.0
+) -> dict:
     ch = channels(scale, max_channels)
     h, w = sizes[scale]
     gen, critic = Generator(torch, ch), build(torch, ch, 1, tanh=False)
@@ -136,15 +138,17 @@ def time_training(torch, scale: int, iters: int, sizes=SIZES, max_channels: int 
     first = time.perf_counter() - t0
     iteration()
     t0 = time.perf_counter()
-    for _ in range(iters):
+    done = 0
+    while done < iters or (time.perf_counter() - t0 < min_s and done < 50):
         iteration()
-    per_iter = (time.perf_counter() - t0) / iters
+        done += 1
+    per_iter = (time.perf_counter() - t0) / done
     return {
         "scale": scale,
         "size": [h, w],
         "channels": ch,
         "first_call_s": round(first, 3),
-        "timed_iters": iters,
+        "timed_iters": done,
         "ms_per_iter": round(per_iter * 1000, 2),
     }
 
@@ -185,6 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-channels", type=int, default=128, help="width cap (the fast preset's: 32)")
     parser.add_argument("--no-sampling", action="store_true", help="time training only")
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument(
+        "--min-seconds", type=float, default=2.0, help="timed seconds per scale, at least (<= 50 iters)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/torch_reference.json")
     args = parser.parse_args(argv)
@@ -210,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sampling": [],
     }
     for scale in (int(s) for s in args.scales.split(",")):
-        row = time_training(torch, scale, args.iters, sizes, args.max_channels)
+        row = time_training(torch, scale, args.iters, sizes, args.max_channels, args.min_seconds)
         result["training"].append(row)
         print(json.dumps(row), flush=True)
     for factor in () if args.no_sampling else (1.0, 2.0):

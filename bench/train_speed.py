@@ -23,16 +23,21 @@ from pathlib import Path
 from bench.common import machine_info, write_result
 
 # Reference PyTorch SinGAN on 2 cores (2 threads), seconds per iteration.
+# Each timing lasts at least this long (up to 50 iterations): five coarse-scale iterations,
+# about 0.6 s, read the same XLA step at 124 ms in one process and 88 ms in another on the same
+# AMD EPYC Zen 3 (bench/README.md, the speed report at 8402b60).
+MIN_SECONDS = 2.0
 REFERENCE_S_PER_ITER = {(25, 34): 0.035, (42, 56): 0.067, (69, 91): 0.34, (113, 151): 1.05, (186, 248): 10.0}
 
 
-def time_scale(config, geometry, scale: int, xla: bool, iters: int) -> dict:
+def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_s: float = MIN_SECONDS) -> dict:
     """ms per iteration of the real training step at ``scale`` (and its first call), in this
-    process's thread pools; ``config.precision`` must be concrete."""
+    process's thread pools, over ``iters`` iterations and at least ``min_s`` seconds;
+    ``config.precision`` must be concrete."""
     from singan_tf.tune import time_geometry
 
     cfg = config.replace(jit_compile="on" if xla else "off")
-    (row,) = time_geometry(cfg, geometry, None, scales=[scale], timed=iters)
+    (row,) = time_geometry(cfg, geometry, None, scales=[scale], timed=iters, min_s=min_s)
     row["mode"] = "xla" if xla else "plain"
     return row
 
@@ -40,6 +45,9 @@ def time_scale(config, geometry, scale: int, xla: bool, iters: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale and mode")
+    parser.add_argument(
+        "--min-seconds", type=float, default=MIN_SECONDS, help="timed seconds, at least (<= 50 iters)"
+    )
     parser.add_argument("--scales", default="all", help="comma-separated scale indices, or all")
     parser.add_argument("--modes", default="plain,xla")
     parser.add_argument("--precision", default="float32")
@@ -60,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for scale in scales:
         for mode in args.modes.split(","):
-            row = time_scale(config, geometry, scale, mode == "xla", args.iters)
+            row = time_scale(config, geometry, scale, mode == "xla", args.iters, args.min_seconds)
             ref = REFERENCE_S_PER_ITER.get(tuple(row["size"]))
             if ref:
                 row["reference_ms_per_iter"] = ref * 1000

@@ -635,13 +635,15 @@ class ScaleTrainer:
         return Timing((time.perf_counter() - t0) * 1e3 / done, first, done)
 
 
-def time_new_trainer(make: Callable[[], ScaleTrainer], timed: int) -> Timing:
-    """``make()``'s ``time(timed)``, its first call counting the trainer's making (nets and
-    optimizers are built on a step's first use): what a scale's first iteration costs."""
+def time_new_trainer(
+    make: Callable[[], ScaleTrainer], timed: int, min_s: float = runtime.MIN_TIMED_S
+) -> Timing:
+    """``make()``'s ``time(timed, min_s=min_s)``, its first call counting the trainer's making
+    (nets and optimizers are built on a step's first use): what a scale's first iteration costs."""
     t0 = time.perf_counter()
     trainer = make()
     built = time.perf_counter() - t0
-    timing = trainer.time(timed)
+    timing = trainer.time(timed, min_s=min_s)
     return dataclasses.replace(timing, first_call_s=timing.first_call_s + built)
 
 

@@ -61,8 +61,10 @@ def _synthetic_scales(config: TrainConfig, geometry):
                 co_rec = (tf.zeros((1, *geometry.sizes[n - 1], 3)),) * 2
                 return ScaleTrainer(step, frozen, reals[n], (zeros, zeros), 0.1, coarser_rec_input=co_rec)
 
-            def measure(choice: runtime.Choice, timed: int, make=make) -> Timing:
-                return time_new_trainer(lambda: make(choice), timed)
+            def measure(
+                choice: runtime.Choice, timed: int, make=make, min_s: float = runtime.MIN_TIMED_S
+            ) -> Timing:
+                return time_new_trainer(lambda: make(choice), timed, min_s)
 
             yield n, measure
             frozen.append_scale(
@@ -78,11 +80,13 @@ def time_geometry(
     timed: int = runtime.TIMED_ITERS,
     reuse: bool = True,
     prior_only: bool = False,
+    min_s: float = runtime.MIN_TIMED_S,
 ) -> list[dict]:
     """Time every candidate (or only the prior, and every candidate at each width's sample
     scale and at scale 0, ``runtime.fully_timed_scales``) at every scale (or ``scales``) in
-    this process's thread pools; timings go to ``cache`` (and come from it with ``reuse``).
-    Returns one row per scale and candidate."""
+    this process's thread pools, each for ``timed`` iterations and at least ``min_s`` seconds;
+    timings go to ``cache`` (and come from it with ``reuse``). Returns one row per scale and
+    candidate."""
     plan = runtime.active_thread_plan()
     tuner = runtime.Tuner(config, geometry.sizes, plan, cache)
     samples = runtime.fully_timed_scales(config, geometry.sizes)
@@ -91,7 +95,14 @@ def time_geometry(
         if scales is not None and n not in scales:
             continue
         for choice in tuner.candidates(n)[: 1 if prior_only and n not in samples else None]:
-            timing = _cached(cache if reuse else None, cache, tuner.key(n, choice), measure, choice, timed)
+            timing = _cached(
+                cache if reuse else None,
+                cache,
+                tuner.key(n, choice),
+                lambda c, t, measure=measure: measure(c, t, min_s=min_s),
+                choice,
+                timed,
+            )
             rows.append(_row(config, geometry.sizes, n, choice, plan, timing))
     return rows
 

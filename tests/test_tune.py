@@ -28,6 +28,17 @@ def test_time_geometry_times_the_real_step_and_caches_it(tmp_path):
     assert [r["ms_per_iter"] for r in again] == [r["ms_per_iter"] for r in rows]  # from the cache
 
 
+def test_time_geometry_times_for_as_long_as_asked(monkeypatch):
+    # The benchmarks time every choice for longer than the tuner's probes: at the coarse scales
+    # half a second read the same step 1.4x apart between two processes.
+    monkeypatch.setattr(runtime, "MAX_TIMED_ITERS", 100_000)  # a tiny step: no cap on the count
+    config = TrainConfig(max_size=40, iters=5, precision="float32", jit_compile="off")
+    geometry = pyramid_geometry((60, 90), config.min_size, config.max_size)
+    (row,) = time_geometry(config, geometry, None, scales=[0], timed=2, min_s=1.5)
+    assert row["timed_iters"] * row["ms_per_iter"] >= 1.5e3
+    assert row["timed_iters"] > 2
+
+
 def test_tune_cli_probes_every_thread_plan_and_prints_the_choices(tmp_path, run_cli):
     cache = {"SINGAN_TF_CACHE_DIR": str(tmp_path)}
     r = run_cli("singan_tf.tune", *TINY, "--precision", "float32", env=cache, timeout=600)
