@@ -364,7 +364,12 @@ def test_the_thread_probe_times_every_candidate_at_the_sample_scales_and_scale_0
 
     def fake_scales(config, geometry):  # the real step's timing is test_tune's; here, what is timed
         for n in range(geometry.num_scales):
-            yield n, lambda choice, timed, n=n: calls.append((n, choice)) or Timing(1.0 + n, 0.1, timed)
+            yield (
+                n,
+                lambda choice, timed, n=n, min_s=0.5: (
+                    calls.append((n, choice)) or Timing(1.0 + n, 0.1, timed)
+                ),
+            )
 
     monkeypatch.setattr("singan_tf.tune._synthetic_scales", fake_scales)
     time_geometry(config, geometry, TuningCache(tmp_path / "t.json", machine="m"), prior_only=True)
