@@ -61,6 +61,12 @@ IMAGES = {
 }
 ROOT = Path(__file__).resolve().parent.parent
 
+# The benchmarks time each step for at least this long (at most singan_tf.runtime.MAX_TIMED_ITERS
+# iterations), longer than the tuner's probes: five coarse-scale iterations, about 0.6 s, read the
+# same XLA step at 124 ms in one process and 88 ms in another on an AMD EPYC Zen 3
+# (bench/README.md, the speed report at 8402b60).
+MIN_TIMED_S = 2.0
+
 
 def image_path(name_or_path: str) -> str:
     """A name of ``IMAGES`` as an absolute path; anything else is taken as a path."""

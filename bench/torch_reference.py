@@ -32,8 +32,8 @@ import platform
 import time
 from pathlib import Path
 
-from bench.common import write_result  # the standard library only, as singan_tf.runtime
-from singan_tf.runtime import cpu_model  # no TensorFlow: this runs in a venv with torch only
+from bench.common import MIN_TIMED_S, write_result  # the standard library only, as singan_tf.runtime
+from singan_tf.runtime import MAX_TIMED_ITERS, cpu_model  # no TensorFlow: this runs in a venv with torch only
 
 # Paper preset on a 186x248 image (min size 25, max 250, r = 0.75), as
 # singan_tf.pyramid.pyramid_geometry computes it; bench/train_speed.py
@@ -99,7 +99,7 @@ def gradient_penalty(torch, critic, real, fake, weight=0.1):
 
 
 def time_training(
-    torch, scale: int, iters: int, sizes=SIZES, max_channels: int = 128, min_s: float = 2.0
+    torch, scale: int, iters: int, sizes=SIZES, max_channels: int = 128, min_s: float = MIN_TIMED_S
 ) -> dict:
     ch = channels(scale, max_channels)
     h, w = sizes[scale]
@@ -139,7 +139,7 @@ def time_training(
     iteration()
     t0 = time.perf_counter()
     done = 0
-    while done < iters or (time.perf_counter() - t0 < min_s and done < 50):
+    while done < iters or (time.perf_counter() - t0 < min_s and done < MAX_TIMED_ITERS):
         iteration()
         done += 1
     per_iter = (time.perf_counter() - t0) / done
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-sampling", action="store_true", help="time training only")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument(
-        "--min-seconds", type=float, default=2.0, help="timed seconds per scale, at least (<= 50 iters)"
+        "--min-seconds", type=float, default=MIN_TIMED_S, help="timed seconds per scale, at least"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/torch_reference.json")

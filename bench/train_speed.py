@@ -20,17 +20,13 @@ import os
 import resource
 from pathlib import Path
 
-from bench.common import machine_info, write_result
+from bench.common import MIN_TIMED_S, machine_info, write_result
 
 # Reference PyTorch SinGAN on 2 cores (2 threads), seconds per iteration.
-# Each timing lasts at least this long (up to 50 iterations): five coarse-scale iterations,
-# about 0.6 s, read the same XLA step at 124 ms in one process and 88 ms in another on the same
-# AMD EPYC Zen 3 (bench/README.md, the speed report at 8402b60).
-MIN_SECONDS = 2.0
 REFERENCE_S_PER_ITER = {(25, 34): 0.035, (42, 56): 0.067, (69, 91): 0.34, (113, 151): 1.05, (186, 248): 10.0}
 
 
-def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_s: float = MIN_SECONDS) -> dict:
+def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_s: float = MIN_TIMED_S) -> dict:
     """ms per iteration of the real training step at ``scale`` (and its first call), in this
     process's thread pools, over ``iters`` iterations and at least ``min_s`` seconds;
     ``config.precision`` must be concrete."""
@@ -45,9 +41,7 @@ def time_scale(config, geometry, scale: int, xla: bool, iters: int, min_s: float
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per scale and mode")
-    parser.add_argument(
-        "--min-seconds", type=float, default=MIN_SECONDS, help="timed seconds, at least (<= 50 iters)"
-    )
+    parser.add_argument("--min-seconds", type=float, default=MIN_TIMED_S, help="timed seconds, at least")
     parser.add_argument("--scales", default="all", help="comma-separated scale indices, or all")
     parser.add_argument("--modes", default="plain,xla")
     parser.add_argument("--precision", default="float32")

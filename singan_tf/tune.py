@@ -14,6 +14,7 @@ thread pools are fixed once TensorFlow starts).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -95,14 +96,8 @@ def time_geometry(
         if scales is not None and n not in scales:
             continue
         for choice in tuner.candidates(n)[: 1 if prior_only and n not in samples else None]:
-            timing = _cached(
-                cache if reuse else None,
-                cache,
-                tuner.key(n, choice),
-                lambda c, t, measure=measure: measure(c, t, min_s=min_s),
-                choice,
-                timed,
-            )
+            timed_for = functools.partial(measure, min_s=min_s)
+            timing = _cached(cache if reuse else None, cache, tuner.key(n, choice), timed_for, choice, timed)
             rows.append(_row(config, geometry.sizes, n, choice, plan, timing))
     return rows
 
