@@ -799,8 +799,13 @@ def train_pyramid(
     )
     with runtime.training_graph_options():
         rec = None
-        for n, real in enumerate(reals):
-            rec = session.replay(n, rec) if n < done else session.train(n, real, rec)
+        try:
+            for n, real in enumerate(reals):
+                rec = session.replay(n, rec) if n < done else session.train(n, real, rec)
+        finally:
+            # Interrupted or failed: a second thread may still be preparing the next scale inside
+            # TensorFlow; left running at exit, it aborts the process as the interpreter shuts down.
+            session.join_ahead(stopping=True)
     return TrainResult(run, session.frozen, time.perf_counter() - t0)
 
 
@@ -890,12 +895,16 @@ class _Session:
         self._ahead = threading.Thread(target=prepare, name=f"prepare-scale-{nxt}", daemon=True)
         self._ahead.start()
 
-    def join_ahead(self, n: int | None = None) -> None:
+    def join_ahead(self, n: int | None = None, stopping: bool = False) -> None:
         """Wait for the second thread preparing scale n (the log says so if it is still at work:
-        an XLA compile may outlast the scale before)."""
+        an XLA compile may outlast the scale before), or, ``stopping``, for the one preparing
+        whichever scale it is at."""
         if self._ahead is not None:
-            if n is not None and self._ahead.is_alive():
-                log.info("scale %d: waiting for its step, prepared in a second thread", n)
+            if self._ahead.is_alive() and (n is not None or stopping):
+                if stopping:
+                    log.info("stopping once the next scale's step, prepared in a second thread, is ready")
+                else:
+                    log.info("scale %d: waiting for its step, prepared in a second thread", n)
             self._ahead.join()
             self._ahead = None
 

@@ -317,3 +317,46 @@ def test_a_failure_to_prepare_the_next_scale_is_only_a_warning(rocket, tmp_path,
         result = train_pyramid(config, rocket, tmp_path / "run", cache=None)
     assert result.pyramid.num_scales == 3
     assert [r.getMessage() for r in caplog.records] == ["scale 2: not prepared ahead (no trace today)"]
+
+
+def test_training_stopped_by_an_error_waits_for_the_thread_preparing_the_next_scale(
+    rocket, tmp_path, monkeypatch, caplog
+):
+    """An exception out of training (Ctrl-C, a callback) leaves no second thread inside
+    TensorFlow: one still preparing the next scale at exit aborted the process
+    ("terminate called ... exception not rethrown") after the CLI's own message."""
+    import threading
+    import time
+
+    from singan_tf.training import train_pyramid
+
+    stopping = "stopping once the next scale's step, prepared in a second thread, is ready"
+    original = TrainStep.graph
+
+    def graph(self):  # still at work when scale 1 ends: returns only once training is stopping
+        deadline = time.monotonic() + 60
+        while stopping not in caplog.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return original(self)
+
+    class Interrupt(Exception):
+        pass
+
+    class InterruptAfterScale1:
+        def on_scale_begin(self, scale, info):
+            pass
+
+        def on_iterations(self, scale, iteration, metrics):
+            pass
+
+        def on_scale_end(self, scale, info, pyramid):
+            if scale == 1:
+                raise Interrupt
+
+    monkeypatch.setattr(TrainStep, "graph", graph)
+    config = TrainConfig(max_size=52, iters=3, channel_step=2, precision="float32", jit_compile="off")
+    with caplog.at_level(logging.INFO, logger="singan_tf.training"), pytest.raises(Interrupt):
+        train_pyramid(config, rocket, tmp_path / "run", [InterruptAfterScale1()], cache=None)
+    assert stopping in caplog.messages
+    assert not [t for t in threading.enumerate() if t.name.startswith("prepare-scale")]
+    assert json.loads((tmp_path / "run" / "pyramid.json").read_text())["scales"][1]["iters"] == 3
