@@ -6,6 +6,7 @@ peak          this machine's conv/matmul peak, for achieved/peak ratios
 quick-train   wall time, peak RSS and quality of a whole quick-preset run
 preset-sweep  quality (SWD, diversity) against training time for several settings
 fast-preset   the fast preset against the paper preset at 400 iterations, on several images
+coarse-screen settings' coarsest scales against an anchor's, over seeds (minutes per run)
 serve-load    throughput, latency and memory of `python -m serving` under concurrent clients
 browser-speed ms/sample in headless Chromium (onnxruntime-web) vs onnxruntime in Python
 sr-quality    super-resolution PSNR/SSIM vs bicubic on a held-out original
@@ -27,6 +28,7 @@ BENCHMARKS = {
     "quick-train": "bench.quick_train",
     "preset-sweep": "bench.preset_sweep",
     "fast-preset": "bench.fast_preset",
+    "coarse-screen": "bench.coarse_screen",
     "serve-load": "bench.serve_load",
     "browser-speed": "bench.browser_speed",
     "sr-quality": "bench.sr_quality",

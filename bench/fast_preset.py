@@ -21,6 +21,11 @@ An anchor trained on another machine (hours on 2 cores) is not trained again:
 ``--anchor-scores FILE`` takes its scores from an earlier report (``speed-report``
 or ``fast-preset`` JSON) wherever ``--runs`` has no complete anchor run; its
 time is left out, since another machine's says nothing of this one.
+``--anchor-scores FILE:SETTING`` takes the rows of SETTING there (an anchor
+trained in another precision, say), recorded as such in each row.
+``--earlier-scores FILE`` does the same for the other settings' runs (seeds
+trained in an earlier session whose run directories are gone), time included:
+it is the one recorded with them.
 
 Writes ``results/fast_preset.json`` and ``.md`` (and contact sheets with ``--sheets``,
 ``fast_preset_IMAGE.png``; ``--out results/fast_preset_X.json`` names them ``fast_preset_IMAGE_X.png``).
@@ -91,7 +96,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--anchor-scores",
-        help="an earlier report's JSON: its anchor scores stand in where --runs has no anchor run",
+        metavar="FILE[:SETTING]",
+        help="an earlier report's JSON: its anchor scores stand in where --runs has no anchor run "
+        "(its rows of SETTING, when the earlier anchor differs only in what does not change "
+        "quality, such as the precision it ran in)",
+    )
+    parser.add_argument(
+        "--earlier-scores",
+        nargs="+",
+        default=[],
+        help="earlier reports' JSON: their rows stand in for the candidates' runs that --runs lacks",
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -103,9 +117,23 @@ def main(argv: list[str] | None = None) -> dict:
                 run = Path(args.runs) / image / f"{rundirs.label_of(setting)}_s{seed}"
                 if not rundirs.complete(run) and setting == args.settings[0] and args.anchor_scores:
                     # another machine's time says nothing of this one
-                    rows = rundirs.earlier_anchor(args.anchor_scores, setting, image, seed)
-                    result["rows"] += [{**r, "wall_s": None, "logged_s": None} for r in rows]
+                    source, _, alias = args.anchor_scores.partition(":")
+                    rows = rundirs.earlier_rows(source, alias or setting, image, seed)
+                    for r in rows:
+                        origin = {**r["scores_from"], "setting": r["setting"]}
+                        result["rows"].append(
+                            {**r, "setting": setting, "scores_from": origin, "wall_s": None, "logged_s": None}
+                        )
                     print(json.dumps({"image": image, "setting": setting, "seed": seed, "scores": len(rows)}))
+                    continue
+                earlier = [
+                    row
+                    for source in args.earlier_scores
+                    for row in rundirs.earlier_rows(source, setting, image, seed)
+                ]
+                if not rundirs.complete(run) and setting != args.settings[0] and earlier:
+                    result["rows"] += earlier[:1]  # the first report that has it
+                    print(json.dumps({"image": image, "setting": setting, "seed": seed, "scores": 1}))
                     continue
                 if not rundirs.complete(run) and args.score_only:
                     print(

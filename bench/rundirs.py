@@ -6,7 +6,7 @@
   ``common.run_timed``), ``complete``, ``random_run`` (untrained weights, for
   the speed benchmarks);
 * scoring: ``evaluate_run`` (``singan_tf.evaluation`` with a report cache);
-* comparing settings: ``earlier_anchor`` (an anchor's scores from an earlier
+* comparing settings: ``earlier_rows`` (a setting's scores from an earlier
   report), ``summarise``, ``quality_table``, ``contact_sheets``.
 
 Runs are read through ``singan_tf.rundir.RunDir``. TensorFlow and singan_tf
@@ -101,13 +101,13 @@ def evaluate_run(run: Path, num: int, seed: int = 0, start_scale: int = 0, reuse
 
 
 # -- comparing settings ------------------------------------------------------------
-def earlier_anchor(source: str | Path, anchor: str, image: str, seed: int) -> list[dict]:
-    """The anchor's rows from an earlier report (``speed-report`` or ``fast-preset`` JSON),
+def earlier_rows(source: str | Path, setting: str, image: str, seed: int) -> list[dict]:
+    """A setting's rows from an earlier report (``speed-report`` or ``fast-preset`` JSON),
     where its run is not on this disk.
 
-    An anchor is hours of training on 2 cores, and its samples' quality does not depend on the
-    machine that trained it; its time does, so callers estimate that here. Each row says where
-    it came from (file, CPU, commit)."""
+    Mostly the anchor's: an anchor is hours of training on 2 cores, and its samples' quality
+    does not depend on the machine that trained it; its time does, so callers estimate that
+    here. Each row says where it came from (file, CPU, commit)."""
     earlier = json.loads(Path(source).read_text())
     rows = earlier.get("fast_vs_anchor", {}).get("rows") or earlier.get("rows", [])
     cpu = earlier.get("machine", {}).get("cpu")
@@ -115,7 +115,7 @@ def earlier_anchor(source: str | Path, anchor: str, image: str, seed: int) -> li
     return [
         {**row, "scores_from": origin}
         for row in rows
-        if row["image"] == image and row["setting"] == anchor and row["seed"] == seed
+        if row["image"] == image and row["setting"] == setting and row["seed"] == seed
     ]
 
 

@@ -255,7 +255,7 @@ def fast_against_anchor(args, runs_dir: Path, report_runs: Path) -> dict:
             if rundirs.complete(run):
                 rows.append(_scored(run, anchor, image, seed, None, args.num))
             elif args.anchor_scores:
-                rows += rundirs.earlier_anchor(args.anchor_scores, anchor, image, seed)
+                rows += rundirs.earlier_rows(args.anchor_scores, anchor, image, seed)
         if args.skip_anchor_time:
             for r in rows:
                 if r["image"] == image:
