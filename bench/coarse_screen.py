@@ -20,7 +20,8 @@ confirm on whole runs.
         --settings preset=paper,iters=400,precision=float32 preset=fast,precision=float32 \\
         --seeds 0 1 2
 
-Writes ``results/coarse_screen.json`` and ``.md`` (or ``--out``).
+Writes ``results/coarse_screen.json`` and ``.md`` (or ``--out``), and with ``--sheets``
+a contact sheet per image beside them (``coarse_screen_IMAGE.png``): every setting and seed.
 """
 
 from __future__ import annotations
@@ -49,19 +50,12 @@ def train_to(run: Path, overrides: dict, image: str, last: int) -> float | None:
 def score_coarse(run: Path, last: int, num: int, seed: int = 0) -> dict:
     """The metrics of ``num`` samples of the first ``last`` + 1 scales, upsampled to the finest
     scale's size (cached in the run's ``eval/``)."""
-    import numpy as np
-    import tensorflow as tf
-
     from singan_tf import metrics
-    from singan_tf.rundir import RunDir, load_pyramid
 
     out = run / "eval" / f"coarse_K{last}_num{num}_seed{seed}.json"
     if out.is_file():
         return json.loads(out.read_text())
-    image = RunDir(run).read_image()
-    pyramid = load_pyramid(run, allow_partial=True).coarser(last + 1)
-    samples = tf.image.resize(pyramid.sample(num, seed), image.shape[:2], method="bicubic").numpy()
-    samples = np.clip(samples, -1.0, 1.0)
+    samples, image = _upsampled(run, last, num, seed)
     report = {
         "scales": last + 1,
         "bandpass_swd_bands": metrics.bandpass_swd(samples, image, seed=seed),
@@ -71,6 +65,41 @@ def score_coarse(run: Path, last: int, num: int, seed: int = 0) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_result(out, report)
     return report
+
+
+def _upsampled(run: Path, last: int, num: int, seed: int):
+    """``num`` samples of the first ``last`` + 1 scales at the finest scale's size, and the image."""
+    import numpy as np
+    import tensorflow as tf
+
+    from singan_tf.rundir import RunDir, load_pyramid
+
+    image = RunDir(run).read_image()
+    pyramid = load_pyramid(run, allow_partial=True).coarser(last + 1)
+    samples = tf.image.resize(pyramid.sample(num, seed), image.shape[:2], method="bicubic").numpy()
+    return np.clip(samples, -1.0, 1.0), image
+
+
+def sheets(rows: list[dict], last: int, folder: Path, stem: str, count: int = 6) -> list[Path]:
+    """Per image: one row per setting and seed (the training image, then ``count`` upsampled
+    samples, seed 100), in ``folder/{stem}_{image}.png``, the rows named in a ``.txt`` beside it."""
+    from singan_tf.images import contact_sheet, save_image, to_uint8
+
+    written = []
+    for image in dict.fromkeys(r["image"] for r in rows):
+        tiles, names = [], []
+        for row in (r for r in rows if r["image"] == image):
+            samples, real = _upsampled(Path(row["run"]), last, count, seed=100)
+            tiles += [to_uint8(real)] + [to_uint8(x) for x in samples]
+            names.append(f"{row['setting']} seed {row['seed']}")
+        path = folder / f"{stem}_{image}.png"
+        save_image(contact_sheet(tiles, columns=count + 1), path)
+        path.with_suffix(".txt").write_text(
+            f"rows: {' | '.join(names)}; first column: the training image; scales 0-{last} only, "
+            "upsampled (bicubic)\n"
+        )
+        written.append(path)
+    return written
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         default="auto",
         help="as singan_tf.train's (1,1: one core each, for two screens side by side); not in the label",
     )
+    parser.add_argument("--sheets", action="store_true", help="a contact sheet per image")
     parser.add_argument("--out", default="bench/results/coarse_screen.json")
     args = parser.parse_args(argv)
     from singan_tf.rundir import RunDir
@@ -123,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
                 write_result(out, result)
     table = rundirs.quality_table(result["summary"])
     out.with_suffix(".md").write_text(table)
+    if args.sheets:
+        sheets(result["rows"], args.scales, out.parent, out.stem)
     print(table)
     return result
 
