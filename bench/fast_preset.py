@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(json.dumps({k: row[k] for k in ("image", "setting", "seed", "wall_s")}), flush=True)
                 result["summary"] = rundirs.summarise(result["rows"], args.settings)
                 write_result(out, result)
+    result["summary"] = rundirs.summarise(result["rows"], args.settings)  # rows from reports alone too
+    write_result(out, result)
     table = rundirs.quality_table(result["summary"])
     out.with_suffix(".md").write_text(table)
     if args.sheets:
