@@ -286,7 +286,7 @@ def _xla_machine(cache: TuningCache, config: TrainConfig, xla_speedup: float) ->
 def test_threads_are_judged_by_their_best_candidate_not_their_prior(tmp_path, monkeypatch, xla_speedup):
     monkeypatch.setattr(runtime, "core_count", lambda: 2)
     monkeypatch.setattr(runtime, "gpu_devices", lambda: [])
-    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32"])
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})  # float32 alone, its prior too
     config = TrainConfig(precision="auto", iters=1000, iters_decay=0.9)
     cache = TuningCache(tmp_path / "t.json", machine="m")
     _xla_machine(cache, config, xla_speedup)
@@ -328,7 +328,7 @@ def test_a_candidate_the_budget_leaves_unmeasured_is_judged_on_its_estimate(tmp_
     # A fast-preset run on an AMD EPYC Zen 3 (2026-12-03): XLA read 14.5% faster than the plain
     # step at the width's sample scale, under the margin that infers a winner, the budget was
     # spent, and the three finest scales trained in the timed plain step at 2-3x XLA's time.
-    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32"])
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})  # float32 alone, its prior too
     monkeypatch.setattr(runtime, "gpu_devices", lambda: [])
     config = TrainConfig(precision="auto", iters=1000, iters_decay=0.8, max_channels=32)
     cache = TuningCache(tmp_path / "t.json", machine="m")
@@ -356,7 +356,7 @@ def test_the_thread_probe_times_every_candidate_at_the_sample_scales_and_scale_0
     from singan_tf.pyramid import geometry_for
     from singan_tf.tune import time_geometry
 
-    monkeypatch.setattr(runtime, "precision_candidates", lambda: ["float32"])
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})  # float32 alone, its prior too
     monkeypatch.setattr(runtime, "active_thread_plan", lambda: None)  # TensorFlow's pools: XLA a candidate
     config = TrainConfig(precision="auto", iters=10, max_size=60, max_channels=32)
     geometry = geometry_for(config, (45, 60))
