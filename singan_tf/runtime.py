@@ -662,6 +662,9 @@ XLA_FIRST_CALL_S = 8.0  # XLA compiles once per shape
 ASSUMED_GFLOPS_PER_CORE = 25.0
 ASSUMED_GPU_GFLOPS = 2000.0
 THREAD_BUDGET = 0.06  # probing thread pools: once per machine and geometry, then cached
+# Plans whose predicted training times are this close are a tie: one probe of a scale reads a
+# few percent apart from the next, and the finest scale, most of the sum, decides it by noise.
+THREAD_TIE = 0.05
 
 
 def measuring_s(iteration_s: float) -> float:
@@ -976,14 +979,14 @@ class Tuner:
 
 
 # -- thread pools, decided before TensorFlow starts ----------------------------------------
-def predicted_run_s(
+def predicted_scale_s(
     config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: ThreadPlan, cache: TuningCache
-) -> float | None:
-    """Training time of a run under ``plan`` with each scale's fastest candidate, from cached
-    timings or estimated from the width's sample scale (``Tuner.estimate``); an XLA candidate
-    pays its compile (its first call) at every scale. None if a scale has no timing."""
+) -> list[float] | None:
+    """Each scale's training time under ``plan`` with its fastest candidate, from cached timings
+    or estimated from the width's sample scale (``Tuner.estimate``); an XLA candidate pays its
+    compile (its first call) at every scale. None if a scale has no timing."""
     tuner = Tuner(config, sizes, plan, cache)
-    total = 0.0
+    seconds = []
     for n in range(len(sizes)):
         times = [(c, tuner.estimate(n, c)) for c in tuner.candidates(n)]
         known = [
@@ -993,8 +996,16 @@ def predicted_run_s(
         ]
         if not known:
             return None
-        total += min(known)
-    return total
+        seconds.append(min(known))
+    return seconds
+
+
+def predicted_run_s(
+    config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: ThreadPlan, cache: TuningCache
+) -> float | None:
+    """Training time of a run under ``plan``: ``predicted_scale_s`` summed."""
+    seconds = predicted_scale_s(config, sizes, plan, cache)
+    return None if seconds is None else sum(seconds)
 
 
 PROBE_START_S = 4.0  # a probe process: interpreter, TensorFlow import, first trace
@@ -1029,8 +1040,9 @@ def choose_threads(
     that times every scale's prior choice and fills the cache) if all the
     missing probes fit in the budget, a one-time cost per machine and
     geometry; otherwise the prior plan. A plan is judged by its best candidates
-    (``predicted_run_s``), so TensorFlow's pools win where XLA, a candidate only
-    there, is what makes them faster.
+    (``predicted_scale_s``), so TensorFlow's pools win where XLA, a candidate only
+    there, is what makes them faster; plans within ``THREAD_TIE`` of the fastest are
+    settled at their worst scale (``_fastest_plan``).
     """
     cores, gpus = core_count(), len(gpu_devices())
     if setting != "auto":
@@ -1038,7 +1050,7 @@ def choose_threads(
     candidates = thread_candidates(cores, gpus)
     if config.deterministic or len(candidates) == 1 or cache is None:
         return candidates[0], "prior" if len(candidates) > 1 else "the only candidate"
-    predicted = {thread_label(p): predicted_run_s(config, sizes, p, cache) for p in candidates}
+    predicted = {thread_label(p): predicted_scale_s(config, sizes, p, cache) for p in candidates}
     missing = [p for p in candidates if predicted[thread_label(p)] is None]
     probed = False
     if missing and probe is not None:
@@ -1048,13 +1060,29 @@ def choose_threads(
             for plan in missing:
                 probe(plan)
             cache = TuningCache(cache.path, cache.machine)  # re-read what the probes wrote
-            predicted = {thread_label(p): predicted_run_s(config, sizes, p, cache) for p in candidates}
+            predicted = {thread_label(p): predicted_scale_s(config, sizes, p, cache) for p in candidates}
             probed = True
         else:
             return candidates[0], f"prior; probing would take ~{cost:.0f} s, over the budget"
     known = {p: predicted[thread_label(p)] for p in candidates if predicted[thread_label(p)] is not None}
     if len(known) < len(candidates):
         return candidates[0], "prior; not every plan could be measured"
-    best = min(known, key=lambda p: known[p])
-    evidence = ", ".join(f"{describe_threads(p)} {known[p]:.0f} s" for p in candidates)
-    return best, f"{'measured' if probed else 'cached timings'}; predicted training: {evidence}"
+    best, tie = _fastest_plan(known)
+    evidence = ", ".join(f"{describe_threads(p)} {sum(known[p]):.0f} s" for p in candidates)
+    return best, f"{'measured' if probed else 'cached timings'}; predicted training: {evidence}{tie}"
+
+
+def _fastest_plan(per_scale: dict[ThreadPlan, list[float]]) -> tuple[ThreadPlan, str]:
+    """The plan with the shortest predicted training; among plans within ``THREAD_TIE`` of it,
+    the one whose slowest scale is nearest that scale's fastest plan (pools are one per
+    process, so a tie on the sum is settled where the plans differ most), and a note saying so."""
+    totals = {p: sum(s) for p, s in per_scale.items()}
+    fastest = min(totals.values())
+    tied = [p for p in per_scale if totals[p] <= fastest * (1 + THREAD_TIE)]
+    if len(tied) == 1:
+        return tied[0], ""
+    best_at = [min(s[n] for s in per_scale.values()) for n in range(len(next(iter(per_scale.values()))))]
+    worst = {p: max(t / b for t, b in zip(per_scale[p], best_at, strict=True)) for p in tied}
+    best = min(tied, key=lambda p: (worst[p], totals[p]))
+    ratios = ", ".join(f"{describe_threads(p)} {worst[p]:.2f}x" for p in tied)
+    return best, f"; within {THREAD_TIE:.0%}, so the plan nearest the fastest at its worst scale ({ratios})"

@@ -324,6 +324,36 @@ def test_threads_are_judged_by_their_best_candidate_not_their_prior(tmp_path, mo
     )
 
 
+@pytest.mark.parametrize("pools_finest_ms", [2800.0, 2000.0])
+def test_a_tie_between_thread_plans_goes_to_the_one_nearest_the_best_at_every_scale(
+    tmp_path, monkeypatch, pools_finest_ms
+):
+    # The Intel Xeon with AMX (2026-12-04): TensorFlow's pools were 1.5-2.2x slower than one
+    # thread per op at the 32-wide scales and read a hair faster at the finest one, which is most
+    # of the run: the sums came out 0.2% apart and the pools won them, by noise.
+    monkeypatch.setattr(runtime, "core_count", lambda: 2)
+    monkeypatch.setattr(runtime, "gpu_devices", lambda: [])
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})  # float32 alone, its prior too
+    config = TrainConfig(precision="auto", jit_compile="off", iters=1000, iters_decay=1.0)
+    cache = TuningCache(tmp_path / "t.json", machine="m")
+    per_op = [30.0, 45.0, 70.0, 110.0, 450.0, 3000.0]
+    pools = [60.0, 90.0, 140.0, 160.0, 450.0, pools_finest_ms]
+    for plan, ms in (((1, 2), per_op), (None, pools)):
+        tuner = Tuner(config, SIX, plan, cache)
+        for n in range(len(SIX)):
+            cache.put(tuner.key(n, PLAIN), Timing(ms[n], 1.0, 3))
+    plan, why = runtime.choose_threads("auto", config, SIX, cache)
+    if pools_finest_ms == 2800.0:  # 0.1% faster in sum, 2x slower at scale 0: a tie, to one per op
+        assert runtime.predicted_run_s(config, SIX, None, cache) < runtime.predicted_run_s(
+            config, SIX, (1, 2), cache
+        )
+        assert plan == (1, 2)
+        assert "within 5%" in why and "1 per op, up to 2 ops at a time 1.07x" in why
+        assert "TensorFlow's pools 2.00x" in why
+    else:  # 22% faster in sum (2900 s against 3705 s): the pools, however slow the coarse scales
+        assert plan is None and "within" not in why
+
+
 def test_a_candidate_the_budget_leaves_unmeasured_is_judged_on_its_estimate(tmp_path, monkeypatch):
     # A fast-preset run on an AMD EPYC Zen 3 (2026-12-03): XLA read 14.5% faster than the plain
     # step at the width's sample scale, under the margin that infers a winner, the budget was
