@@ -233,9 +233,11 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # from 1.44x and 1.40x the 400-iteration paper preset's (three seeds) to
 # 0.99x (two seeds) and 0.95x (one), diversity 0.89x and 1.02x, for ~1.2-1.3x the time
 # (lscpu "AMD EPYC", Zen 3: against the plain preset in the same run, at
-# 128 px; bench/README.md, "--concurrent 2 at 250 px"). The bundled image trained
-# in ~10 min on an AMD EPYC Zen 4 and 13.5 min on an Intel Xeon with AMX
-# before that (README.md).
+# 128 px; bench/README.md, "--concurrent 2 at 250 px"); on the bundled rocket,
+# three seeds of each, its worst band is 0.73x the anchor's, diversity 0.89x.
+# The bundled image trains in 11.7 min on an Intel Xeon with AMX (2026-12-04,
+# bfloat16; the anchor 24.5 min); before concurrent training, ~10 min on an
+# AMD EPYC Zen 4 and 13.5 min on that Xeon (README.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_size": 80, "iters": 400},
