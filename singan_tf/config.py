@@ -231,7 +231,7 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # G_{n-1} along with G_n (``concurrent = 2``, ConSinGAN's lever): on china.jpg
 # and the Hubble deep field at 250 px it took the worst band-pass SWD band
 # from 1.44x and 1.40x the 400-iteration paper preset's (three seeds) to
-# 0.99x (two seeds) and 0.95x (one), diversity 0.89x and 1.02x, for ~1.2-1.3x the time
+# 0.99x and 1.01x (two seeds each), diversity 0.89x and 1.02x, for ~1.2-1.3x the time
 # (lscpu "AMD EPYC", Zen 3: against the plain preset in the same run, at
 # 128 px; bench/README.md, "--concurrent 2 at 250 px"); on the bundled rocket,
 # three seeds of each, its worst band is 0.73x the anchor's, diversity 0.89x.
