@@ -864,7 +864,7 @@ class Tuner:
             self.history.append((scale, channels, dict(timings)))
         labelled = {c.label: t for c, t in sorted(timings.items(), key=lambda kv: kv[1].ms_per_iter)}
         # What was not measured here is judged on its estimate, as the thread probe judged it
-        # (``predicted_run_s``), not dropped: left out, the timed candidate always won, and an
+        # (``predicted_scale_s``), not dropped: left out, the timed candidate always won, and an
         # XLA 2-3x faster at the finest scales was never used (bench/README.md).
         estimated = {c: t for c in skipped if (t := self.estimate(scale, c)) is not None}
         if not timings:
@@ -1000,14 +1000,6 @@ def predicted_scale_s(
     return seconds
 
 
-def predicted_run_s(
-    config: TrainConfig, sizes: Sequence[tuple[int, int]], plan: ThreadPlan, cache: TuningCache
-) -> float | None:
-    """Training time of a run under ``plan``: ``predicted_scale_s`` summed."""
-    seconds = predicted_scale_s(config, sizes, plan, cache)
-    return None if seconds is None else sum(seconds)
-
-
 PROBE_START_S = 4.0  # a probe process: interpreter, TensorFlow import, first trace
 
 
@@ -1081,7 +1073,7 @@ def _fastest_plan(per_scale: dict[ThreadPlan, list[float]]) -> tuple[ThreadPlan,
     tied = [p for p in per_scale if totals[p] <= fastest * (1 + THREAD_TIE)]
     if len(tied) == 1:
         return tied[0], ""
-    best_at = [min(s[n] for s in per_scale.values()) for n in range(len(next(iter(per_scale.values()))))]
+    best_at = [min(at_scale) for at_scale in zip(*per_scale.values(), strict=True)]
     worst = {p: max(t / b for t, b in zip(per_scale[p], best_at, strict=True)) for p in tied}
     best = min(tied, key=lambda p: (worst[p], totals[p]))
     ratios = ", ".join(f"{describe_threads(p)} {worst[p]:.2f}x" for p in tied)

@@ -319,8 +319,8 @@ def test_threads_are_judged_by_their_best_candidate_not_their_prior(tmp_path, mo
         decision = pools.decide(4, measure=None, measure_allowed=False)
         assert (decision.choice, decision.source) == (XLA, "estimated")
         assert "float32 XLA estimated 1200 from scale 5" in decision.describe()
-    assert runtime.predicted_run_s(config, SIX, plan, cache) == min(
-        runtime.predicted_run_s(config, SIX, p, cache) for p in ((1, 2), None)
+    assert sum(runtime.predicted_scale_s(config, SIX, plan, cache)) == min(
+        sum(runtime.predicted_scale_s(config, SIX, p, cache)) for p in ((1, 2), None)
     )
 
 
@@ -344,8 +344,8 @@ def test_a_tie_between_thread_plans_goes_to_the_one_nearest_the_best_at_every_sc
             cache.put(tuner.key(n, PLAIN), Timing(ms[n], 1.0, 3))
     plan, why = runtime.choose_threads("auto", config, SIX, cache)
     if pools_finest_ms == 2800.0:  # 0.1% faster in sum, 2x slower at scale 0: a tie, to one per op
-        assert runtime.predicted_run_s(config, SIX, None, cache) < runtime.predicted_run_s(
-            config, SIX, (1, 2), cache
+        assert sum(runtime.predicted_scale_s(config, SIX, None, cache)) < sum(
+            runtime.predicted_scale_s(config, SIX, (1, 2), cache)
         )
         assert plan == (1, 2)
         assert "within 5%" in why and "1 per op, up to 2 ops at a time 1.07x" in why
