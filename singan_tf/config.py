@@ -234,7 +234,8 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # 0.99x and 1.01x (two seeds each), diversity 0.89x and 1.02x, for ~1.2-1.3x the time
 # (lscpu "AMD EPYC", Zen 3: against the plain preset in the same run, at
 # 128 px; bench/README.md, "--concurrent 2 at 250 px"); on the bundled rocket,
-# three seeds of each, its worst band is 0.73x the anchor's, diversity 0.89x.
+# three seeds of each, its worst band is 0.73x the anchor's, diversity 0.89x; on
+# scikit-image's gravel (one seed of each) 0.47x, diversity 0.91x.
 # The bundled image trains in 11.7 min on an Intel Xeon with AMX (lscpu
 # "Intel(R) Xeon(R) Processor", 2026-12-04, bfloat16; the anchor 24.5 min; wall
 # times, no PyTorch run beside them); before concurrent training, ~10 min on an
