@@ -339,13 +339,17 @@ class TrainStep:
         self._signature += co_signature
         self._iteration = self._traced_iteration()
         # The 3 critic (generator) steps of an iteration: one traced function each, called 3
-        # times, so there is a third of the graph to trace. Not inlined: the steps of each kind
-        # run one after the other anyway (each needs the previous one's update). XLA compiles
-        # the whole iteration as one program instead.
+        # times, so there is a third of the graph to trace (so are the critic steps' 3 fakes).
+        # Not inlined: the steps of each kind run one after the other anyway (each needs the
+        # previous one's update). XLA compiles the whole iteration as one program instead.
         self._critic_steps = {gp: functools.partial(self._critic_step, with_gp=gp) for gp in (False, True)}
         self._generator_steps = self._generator_step
+        self._critic_fakes = self._fake  # the critic steps' fakes: G's forward, outside any tape
         if not xla:
             options = {"autograph": False, "experimental_attributes": {"_noinline": True}}
+            self._critic_fakes = tf.function(
+                self._fake, input_signature=[image, image, amp, coarsest, seed], **options
+            )
             self._critic_steps = {
                 gp: tf.function(fn, input_signature=[image, image, seed], **options)
                 for gp, fn in self._critic_steps.items()
@@ -506,7 +510,9 @@ class TrainStep:
         config = self.config
         # The critic steps' fakes first: G does not change during them, and they run beside the steps.
         seeds = [substream(seed, CRITIC_STEP + 2 * k) for k in range(config.critic_steps)]
-        fakes = [self._fake(real, prev, noise_amp, coarsest, substream(s, CRITIC_FAKE)) for s in seeds]
+        fakes = [
+            self._critic_fakes(real, prev, noise_amp, coarsest, substream(s, CRITIC_FAKE)) for s in seeds
+        ]
         for k, (fake, step_seed) in enumerate(zip(fakes, seeds, strict=True)):
             metrics.update(self._critic_steps[k in config.gp_steps](real, fake, step_seed))
         # The paper's critic loss from the last step's scores and the last GP.

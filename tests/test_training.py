@@ -83,6 +83,20 @@ def test_gradient_penalty_only_on_its_critic_steps(rocket, gp_every, expected):
     assert any(not np.array_equal(a, b) for a, b in zip(d0, t.critic.get_weights(), strict=True))
 
 
+def test_the_critic_steps_fakes_are_one_traced_function(rocket):
+    """G's forward for the 3 critic steps' fakes is traced once and called 3 times (each
+    with its own noise), like the steps themselves: a third of that part of the trace."""
+    t = _trainer(rocket, 1)
+    fakes = t.step._critic_fakes.get_concrete_function().name.decode()
+    ops = t.step.graph().get_operations()
+    calls = [op.get_attr("f").name for op in ops if op.type == "StatefulPartitionedCall"]
+    assert sum(name == fakes for name in calls) == 3
+    # the three fakes differ: each step's own noise
+    real, prev = t.data.real, tf.zeros_like(t.data.real)
+    a, b = (t.step._critic_fakes(real, prev, 1.0, False, tf.constant([0, k])) for k in (1, 2))
+    assert float(tf.reduce_max(tf.abs(a - b))) > 0.01
+
+
 def test_xla_and_plain_compute_the_same_step(rocket):
     # XLA orders Philox output differently, so the step's own noise is switched off (amp_n = 0,
     # no GP); the coarser pyramid's noise is drawn outside the compiled step, the same for both.
