@@ -82,7 +82,8 @@ def _batch_norm_train(x, gamma, beta, epsilon: float):
     Forward and backward are TensorFlow's fused kernels. The backward's own gradient is
     written out here: TensorFlow's registered one rebuilds the backward from ~20 ops and
     differentiates that with a tape at trace time, per layer (the critic step's graph went
-    from 1706 nodes to 1134, a run's first call from ~2.7 s to ~2.4 s; bench/README.md).
+    from 1706 nodes to 1134; a run's first call from ~2.7 s to ~2.4 s, old and new code
+    alternating on an Intel Xeon with AMX, lscpu "Intel(R) Xeon(R) Processor"; bench/README.md).
     With ``<v>`` the per-channel mean, ``x^ = (x - <x>) r``, ``r = 1 / sqrt(var(x) + eps)``
     and ``P(v) = v - <v> - x^ <v x^>``, the backward is ``dx = gamma r P(dy)``,
     ``dgamma = sum(dy x^)``, ``dbeta = sum(dy)``; given the gradients ``g, g_gamma, g_beta``
