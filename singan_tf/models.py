@@ -8,7 +8,11 @@ adds detail). The critic is Markovian: it returns a map of patch scores.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -182,8 +186,15 @@ class ConvBlock(layers.Layer):
         super().__init__(**kwargs)
         self.channels = channels
         self.kernel_size = kernel_size
+        # No bias: BatchNorm subtracts the batch mean right after, so a bias cancels in training
+        # (its gradient is zero up to rounding) and, in inference, only shifts the moving mean.
         self.conv = layers.Conv2D(
-            channels, kernel_size, padding="valid", kernel_initializer=conv_init(), dtype=self.dtype_policy
+            channels,
+            kernel_size,
+            padding="valid",
+            use_bias=False,
+            kernel_initializer=conv_init(),
+            dtype=self.dtype_policy,
         )
         self.norm = FusedBatchNorm(
             momentum=0.9,
@@ -192,6 +203,12 @@ class ConvBlock(layers.Layer):
             dtype=self.dtype_policy,
         )
         self.act = layers.LeakyReLU(negative_slope=0.2, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        shape = (*input_shape[:-1], self.channels)
+        self.norm.build(shape)
+        self.act.build(shape)
 
     def call(self, x, training=None):
         x = _call(self.norm, _call(self.conv, x), training=training)
@@ -225,6 +242,16 @@ class _FiveConvNet(keras.Model):
     @property
     def pad(self) -> int:
         return self.num_layers * (self.kernel_size - 1) // 2
+
+    def build(self, input_shape=None):
+        """Creates the weights from the channel counts alone (the input is always RGB), without
+        the forward pass Keras would otherwise run to find shapes: that pass was two thirds of
+        making a net."""
+        shape = (None, None, None, 3)
+        for block in self.blocks:
+            block.build(shape)
+            shape = (None, None, None, self.channels)
+        self.tail.build(shape)
 
     def features(self, x, training=None):
         """The five convs; called inside this net's ``__call__`` (see ``ConvBlock.call``)."""
@@ -293,12 +320,71 @@ class PatchCritic(_FiveConvNet):
 def build_generator(channels: int, num_layers: int = 5, kernel_size: int = 3, dtype=None) -> ScaleGenerator:
     """A generator with its weights created (so weights can be loaded/copied)."""
     g = ScaleGenerator(channels, num_layers, kernel_size, dtype=dtype)
-    z = ops.zeros((1, 2 * g.pad + 1, 2 * g.pad + 1, 3))
-    g((z, z), training=False)
+    g.build()
     return g
 
 
 def build_critic(channels: int, num_layers: int = 5, kernel_size: int = 3, dtype=None) -> PatchCritic:
     d = PatchCritic(channels, num_layers, kernel_size, dtype=dtype)
-    d(ops.zeros((1, 2 * d.pad + 1, 2 * d.pad + 1, 3)), training=False)
+    d.build()
     return d
+
+
+# -- weights written when the block convs had a bias ------------------------------------
+def fold_block_biases(weights: Sequence[np.ndarray], num_layers: int = 5) -> list[np.ndarray]:
+    """A net's ``get_weights()`` list in today's layout, from either layout.
+
+    Runs trained before the block convs lost their bias list kernel, bias,
+    gamma, beta, moving mean, moving variance per block (then the tail's
+    kernel and bias). BatchNorm of ``conv(x) + b`` with moving mean ``m`` is
+    BatchNorm of ``conv(x)`` with moving mean ``m - b``, in training (the
+    batch mean takes b away) and in inference alike, so each bias is folded
+    into its moving mean. A list already in today's layout is returned as is.
+    """
+    weights = list(weights)
+    if len(weights) != 6 * (num_layers - 1) + 2:
+        return weights
+    out: list[np.ndarray] = []
+    for i in range(num_layers - 1):
+        kernel, bias, gamma, beta, mean, variance = weights[6 * i : 6 * i + 6]
+        out += [kernel, gamma, beta, np.asarray(mean - bias, np.float32), variance]
+    return out + weights[-2:]
+
+
+def drop_block_bias_slots(values: Sequence[np.ndarray], num_layers: int = 5) -> list[np.ndarray]:
+    """An Adam's variables (iteration, [learning rate], then a momentum and a velocity per trained
+    variable) without the slots of the block convs' biases, if it was written with them."""
+    values = list(values)
+    trained_then = 4 * (num_layers - 1) + 2  # kernel, bias, gamma, beta per block; the tail's two
+    head = len(values) - 2 * trained_then
+    if head not in (1, 2):
+        return values
+    bias_vars = {4 * i + 1 for i in range(num_layers - 1)}
+    slots = values[head:]
+    kept = [s for k in range(trained_then) if k not in bias_vars for s in slots[2 * k : 2 * k + 2]]
+    return values[:head] + kept
+
+
+def load_weights(net: _FiveConvNet, path: str | os.PathLike) -> None:
+    """``net.load_weights(path)``; a file written when the block convs had a bias is read with
+    h5py (Keras files the blocks under ``blocks/conv_block``, ``blocks/conv_block_1``, ...) and
+    folded (``fold_block_biases``)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "blocks/conv_block/conv/vars/1" not in f:
+            legacy = None
+        else:
+            legacy = []
+            # conv_block, conv_block_1, ...: in the order of the net's blocks
+            for name in sorted(f["blocks"], key=lambda name: (len(name), name)):
+                block = f["blocks"][name]
+                legacy += [block["conv/vars/0"][()], block["conv/vars/1"][()]]
+                legacy += [block[f"norm/vars/{k}"][()] for k in range(4)]
+            # The tail: the one conv outside the blocks (Keras files it under "layers").
+            (tail,) = (g for g in f["layers"].values() if "vars/0" in g and g["vars/0"].ndim == 4)
+            legacy += [tail["vars/0"][()], tail["vars/1"][()]]
+    if legacy is None:
+        net.load_weights(path)
+    else:
+        net.set_weights(fold_block_biases(legacy, net.num_layers))

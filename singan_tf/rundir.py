@@ -35,7 +35,7 @@ import numpy as np
 from singan_tf import __version__
 from singan_tf.config import TrainConfig
 from singan_tf.images import atomic_write_bytes, load_image, publish, save_image
-from singan_tf.models import build_critic, build_generator
+from singan_tf.models import build_critic, build_generator, load_weights
 from singan_tf.preflight import (
     CONFIG,
     FORMAT_VERSION,
@@ -246,7 +246,7 @@ def load_nets(run: RunDir, config: TrainConfig, scales: int, critics: bool = Fal
     nets = []
     for n in range(scales):
         net = build(config.channels(n), config.num_layers, config.kernel_size)
-        net.load_weights(run.critic_path(n) if critics else run.generator_to_load(n, manifest))
+        load_weights(net, run.critic_path(n) if critics else run.generator_to_load(n, manifest))
         net.trainable = False
         nets.append(net)
     return nets

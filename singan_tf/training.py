@@ -56,7 +56,14 @@ from singan_tf import runtime
 from singan_tf.config import TrainConfig
 from singan_tf.errors import InputError, NonFiniteLossError
 from singan_tf.losses import gradient_penalty, noise_amplitude, reconstruction_loss
-from singan_tf.models import PatchCritic, ScaleGenerator, build_critic, build_generator
+from singan_tf.models import (
+    PatchCritic,
+    ScaleGenerator,
+    build_critic,
+    build_generator,
+    drop_block_bias_slots,
+    fold_block_biases,
+)
 from singan_tf.preflight import check_training_target, resumed_config
 from singan_tf.pyramid import (
     PyramidGeometry,
@@ -416,8 +423,12 @@ class TrainStep:
         return state
 
     def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
-        self.set_weights(state["generator"], state["critic"], state.get("coarser"))
+        # A checkpoint written when the block convs had a bias: folded (models.fold_block_biases).
+        layers = self.config.num_layers
+        nets = [state["generator"], state["critic"], state.get("coarser")]
+        self.set_weights(*(None if w is None else fold_block_biases(w, layers) for w in nets))
         for opt, values in ((opt, state[name]) for name, opt in self._optimizers.items()):
+            values = drop_block_bias_slots(values, layers)
             variables = list(opt.variables)
             if len(values) == len(variables) - 1:  # written before the rate became a variable
                 variables.remove(opt.learning_rate)

@@ -104,6 +104,55 @@ def test_weights_round_trip(tmp_path):
     np.testing.assert_array_equal(g((x, x), training=False).numpy(), h((x, x), training=False).numpy())
 
 
+def _with_block_biases(monkeypatch, build, channels=32):
+    """A net as runs trained before the block convs lost their bias wrote it: every conv with a
+    bias, the biases and moving statistics far from their initial values."""
+    import keras
+
+    from singan_tf import models
+
+    keras.utils.set_random_seed(3)
+    conv = keras.layers.Conv2D
+    with monkeypatch.context() as m:
+        m.setattr(models.layers, "Conv2D", lambda *a, **k: conv(*a, **{**k, "use_bias": True}))
+        net = build(channels)
+    rng = np.random.default_rng(1)
+    for block in net.blocks:
+        block.conv.bias.assign(rng.normal(0, 0.3, channels).astype(np.float32))
+        block.norm.moving_mean.assign(rng.normal(0, 0.3, channels).astype(np.float32))
+        block.norm.moving_variance.assign(rng.uniform(0.5, 2, channels).astype(np.float32))
+    return net
+
+
+def test_block_convs_have_no_bias_and_runs_written_with_one_still_load(rocket, tmp_path, monkeypatch):
+    from singan_tf.models import load_weights
+
+    g = build_generator(32)
+    assert all(not b.conv.use_bias for b in g.blocks) and g.tail.use_bias
+    assert len(g.get_weights()) == 4 * 5 + 2  # kernel, gamma, beta and the moving statistics
+    x = tf.constant(rocket[None, :40, :56] * 2 - 1)
+    for build in (build_generator, build_critic):
+        old = _with_block_biases(monkeypatch, build)
+        assert len(old.get_weights()) == 4 * 6 + 2
+        path = tmp_path / f"{old.name}.weights.h5"
+        old.save_weights(path)
+        new = build(32)
+        load_weights(new, path)
+        inputs = (x, x) if build is build_generator else x
+        # The moving mean takes the bias; the batch mean cancels it. Up to float32 rounding, which
+        # the critic's last layers amplify (up to ~6e-5 of the largest output seen); without the
+        # fold, inference is off by far more.
+        for training in (False, True):
+            want, got = old(inputs, training=training).numpy(), new(inputs, training=training).numpy()
+            np.testing.assert_allclose(got, want, atol=3e-4 * np.abs(want).max())
+        # A file written today loads as Keras writes it.
+        new.save_weights(tmp_path / "today.weights.h5")
+        again = build(32)
+        load_weights(again, tmp_path / "today.weights.h5")
+        for a, b in zip(again.get_weights(), new.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def _bn_pair(channels=16, dtype=None):
     import keras
 
@@ -231,3 +280,35 @@ def test_only_the_generator_keeps_moving_statistics():
     d(x, training=True)
     assert all(not np.allclose(a, b.numpy()) for a, b in zip(g_stats, g.non_trainable_weights, strict=True))
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(d_stats, d.non_trainable_weights, strict=True))
+
+
+def test_a_checkpoint_written_with_block_biases_resumes(rocket, monkeypatch):
+    from singan_tf.training import TrainStep
+
+    old = {"generator": _with_block_biases(monkeypatch, build_generator)}
+    old["critic"] = _with_block_biases(monkeypatch, build_critic)
+    rng = np.random.default_rng(2)
+    # An Adam as it was written: iteration, rate, a momentum and a velocity per trained variable.
+    slots = {
+        name: [
+            (v.path, rng.normal(size=v.shape).astype(np.float32))
+            for v in net.trainable_variables
+            for _ in "mv"
+        ]
+        for name, net in old.items()
+    }
+    state = {name: net.get_weights() for name, net in old.items()}
+    state["g_opt"] = [np.int64(7), np.float32(5e-4), *(a for _, a in slots["generator"])]
+    state["d_opt"] = [np.int64(7), np.float32(5e-4), *(a for _, a in slots["critic"])]
+    step = TrainStep(TrainConfig(), 32, "float32")
+    step.load_state(state)
+    x = tf.constant(rocket[None, :40, :56] * 2 - 1)
+    want, got = old["generator"]((x, x), training=False), step.generator((x, x), training=False)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-5 * np.abs(want.numpy()).max())
+    for name, opt in (("generator", step.g_opt), ("critic", step.d_opt)):
+        assert int(opt.iterations) == 7
+        kept = [a for path, a in slots[name] if not (path.endswith("/bias") and "tail" not in path)]
+        got = [v.numpy() for v in opt.variables[2:]]
+        assert len(got) == len(kept) == 2 * (3 * 4 + 2)
+        for a, b in zip(got, kept, strict=True):
+            np.testing.assert_array_equal(a, b)
