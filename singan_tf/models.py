@@ -8,6 +8,7 @@ adds detail). The critic is Markovian: it returns a map of patch scores.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 
@@ -368,10 +369,14 @@ def drop_block_bias_slots(values: Sequence[np.ndarray], num_layers: int = 5) -> 
 def load_weights(net: _FiveConvNet, path: str | os.PathLike) -> None:
     """``net.load_weights(path)``; a file written when the block convs had a bias is read with
     h5py (Keras files the blocks under ``blocks/conv_block``, ``blocks/conv_block_1``, ...) and
-    folded (``fold_block_biases``)."""
+    folded (``fold_block_biases``). A file that is not HDF5 raises an ``OSError`` naming it."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:  # h5py's message does not say which file
+        raise OSError(errno.EIO, f"not a readable weights file ({err})", os.fspath(path)) from None
+    with f:
         if "blocks/conv_block/conv/vars/1" not in f:
             legacy = None
         else:

@@ -290,6 +290,18 @@ def test_export_shows_no_tensorflow_start_up_lines(trained_run, tmp_path):
     assert r.stdout == f"savedmodel: {tmp_path / 'savedmodel' / 'singan' / '1'}\n"
 
 
+def test_an_unreadable_weights_file_is_named_in_one_line(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    last = sorted((run_dir / "scales").iterdir())[-1] / "generator.weights.h5"
+    last.write_bytes(b"not hdf5")
+    r = run("singan_tf", "sample", run_dir, "--num", "1", "--out", tmp_path / "samples", missing=())
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"singan-tf: error: {last}: not a readable weights file"), r.stderr
+
+
 def test_a_resumed_run_with_other_settings_is_refused_before_tensorflow_loads(tmp_path):
     from singan_tf.config import TrainConfig
     from singan_tf.pyramid import pyramid_geometry
