@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench import coarse_screen
 from singan_tf.rundir import RunDir
 
 SETTING = "preset=quick,iters=30,concurrent=2,jit_compile=off"
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
 def _digests(run: RunDir, scale: int) -> dict[str, str]:
@@ -84,3 +87,20 @@ def test_fast_preset_compares_rows_of_earlier_reports_when_the_runs_are_gone(tmp
     candidate = result["summary"][1]
     assert candidate["seeds"] == 2 and candidate["band_ratios"] == [1.0, 1.0]
     assert candidate["diversity_ratio"] == 1.0
+
+
+def test_the_speed_report_gives_each_scale_s_first_call_over_one_iteration():
+    """Recomputed from a report measured on the AMX Xeon (2160ead): the first call less auto's
+    steady iteration, the issue's first-call cost, in the table beside the first call."""
+    from bench.speed_report import per_scale_markdown, per_scale_table
+
+    result = json.loads((RESULTS / "speed_report_xeon_amx_2160ead.json").read_text())
+    rows = per_scale_table(result["fixed"], result["torch"], result["peak"]["per_scale"], result["auto"])
+    first = [r["first_call_auto_s"] for r in rows]
+    steady = [r["auto_ms"] / 1e3 for r in rows]
+    over = [r["first_call_over_iter_s"] for r in rows]
+    assert over == pytest.approx([f - s for f, s in zip(first, steady, strict=True)], abs=1e-3)
+    assert over[0] == pytest.approx(1.393, abs=1e-3) and over[8] == pytest.approx(1.433, abs=1e-3)
+    table = per_scale_markdown({**result, "per_scale": rows})
+    assert table[0].endswith("| first call (auto) | over one iteration |")
+    assert table[2].endswith("| 1.4 s | 1.39 s |") and table[10].endswith("| 5.6 s | 1.43 s |")
