@@ -235,8 +235,9 @@ RUNTIME_FIELDS = frozenset({"log_every", "checkpoint_every", "jit_compile", "pre
 # (lscpu "AMD EPYC", Zen 3: against the plain preset in the same run, at
 # 128 px; bench/README.md, "--concurrent 2 at 250 px"); on the bundled rocket,
 # three seeds of each, its worst band is 0.73x the anchor's, diversity 0.89x; on
-# scikit-image's gravel (two seeds, one anchor) 0.49x, diversity 0.98x; on china
-# against two anchor seeds 0.81x, diversity 0.90x.
+# scikit-image's gravel (two seeds, one anchor) 0.49x, diversity 0.98x; against
+# two anchor seeds, on china 0.81x, diversity 0.90x, on the Hubble deep field
+# 0.97x, diversity 1.00x (Intel Xeon with AMX, 2026-12-05).
 # The bundled image trains in 11.7 min on an Intel Xeon with AMX (lscpu
 # "Intel(R) Xeon(R) Processor", 2026-12-04, bfloat16; the anchor 24.5 min; wall
 # times, no PyTorch run beside them); before concurrent training, ~10 min on an
