@@ -153,6 +153,22 @@ def test_resumed_scale_equals_uninterrupted_scale(rocket, tmp_path, monkeypatch)
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_a_resumed_scale_counts_the_seconds_before_the_stop(rocket, tmp_path, monkeypatch):
+    """The checkpoint carries the scale's training seconds so far; the finished scale's
+    ``seconds`` in pyramid.json are both sessions', not only the last one's."""
+    config = _tiny_config(seed=2)
+    _interrupted_in_scale_1(monkeypatch, config, rocket, tmp_path / "part", checkpoint_at=10)
+    run = RunDir(tmp_path / "part")
+    recorded = run.read_checkpoint_runtime(1)
+    assert 0 < recorded["seconds"] < 60 and recorded["precision"] == "float32"
+    iteration, state = run.read_checkpoint(1)  # as if the first session had taken an hour
+    run.write_checkpoint(1, iteration, state, {**recorded, "seconds": 3600.0})
+    train_pyramid(config, None, run.path, resume=True)
+    first, second = (s["seconds"] for s in run.read_manifest()["scales"])
+    assert 3600.0 < second < 3600.0 + 60 and first < 60
+    assert "seconds" not in run.read_manifest()["scales"][1]["runtime"]
+
+
 def test_a_concurrent_run_keeps_what_each_scale_left_and_resumes_to_it(rocket, tmp_path, monkeypatch):
     """``concurrent=2``: scale n trains G_{n-1} too. The run directory keeps G_{n-1} as scale n
     left it, the pyramid loads it from there, and an interruption loses only the scale in
