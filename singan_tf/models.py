@@ -101,8 +101,9 @@ def _batch_norm_train(x, gamma, beta, epsilon: float):
     In the second derivative, the seven per-channel means are GEMMs, a row of ones times the
     tensor seen as pixels x channels: TensorFlow's mean over N, H, W walks the channels with a
     stride (~4 GB/s at 218x250x128, one thread, against 22 GB/s for the GEMM), and the change
-    took 5-7% off an iteration at 64 and 128 channels (Intel Xeon with AMX, lscpu "Intel(R)
-    Xeon(R) Processor"; bench/README.md, "per-channel means as GEMMs").
+    took 5-7% off an iteration at 128 channels in bfloat16 and at 64 in float32 (old and new
+    code alternating on an Intel Xeon with AMX, lscpu "Intel(R) Xeon(R) Processor";
+    bench/README.md, "per-channel means as GEMMs").
 
     Pinned against BatchNorm in float64 with its moments differentiated exactly
     (tests/test_models.py).
@@ -128,7 +129,7 @@ def _batch_norm_train(x, gamma, beta, epsilon: float):
             # As pixels x channels, so that <v> = ones^T v / m, a GEMM (see above).
             x32, a, g = (tf.reshape(tf.cast(v, tf.float32), [-1, ch]) for v in (x, dy, g))
             column = tf.ones_like(x32[:, :1])
-            m = tf.reduce_sum(column)
+            m = tf.reduce_sum(column)  # (fewer traced ops than from the shape)
 
             def mean(v):  # [1, channels]
                 return tf.matmul(column, v, transpose_a=True) / m

@@ -974,7 +974,6 @@ class _Session:
 
         checkpoint = run.read_checkpoint(n)
         recorded = run.read_checkpoint_runtime(n) if checkpoint is not None else None
-        earlier_s = float(recorded.get("seconds", 0.0)) if recorded is not None else 0.0  # before the stop
         if recorded is not None:
             decision = Decision(Choice(recorded["precision"], bool(recorded["xla"])), "recorded")
         else:
@@ -1008,6 +1007,11 @@ class _Session:
         for cb in self.callbacks:
             cb.on_scale_begin(n, info)
         ts = time.perf_counter()
+        earlier_s = float(recorded.get("seconds", 0.0)) if recorded is not None else 0.0  # before a stop
+
+        def spent() -> float:  # the scale's training seconds, a resumed scale's earlier session too
+            return round(earlier_s + time.perf_counter() - ts + decision.tuning_s, 3)
+
         first_call: list[float] = []
 
         def report(it, metrics):
@@ -1020,9 +1024,8 @@ class _Session:
         while True:
             record = decision.to_dict(self.tuner.plan)
 
-            def checkpoint_now(it, trainer=trainer, record=record, tuning_s=decision.tuning_s):
-                spent = earlier_s + time.perf_counter() - ts + tuning_s
-                run.write_checkpoint(n, it, trainer.state(), {**record, "seconds": round(spent, 3)})
+            def checkpoint_now(it, trainer=trainer, record=record):
+                run.write_checkpoint(n, it, trainer.state(), {**record, "seconds": spent()})
 
             try:
                 last = trainer.run(start, iters, report, checkpoint_now)
@@ -1045,7 +1048,7 @@ class _Session:
             self.rec_inputs[n] = rec_input
         rec = g(rec_input, training=False)
         stats = {
-            "seconds": round(earlier_s + time.perf_counter() - ts + decision.tuning_s, 3),  # resumed: all
+            "seconds": spent(),
             "iters": iters,
             "first_call_s": round(first_call[0], 3) if first_call else None,
             "compiled_ahead": ahead,
